@@ -1,0 +1,159 @@
+"""``ecom``: one console command for the whole product.
+
+Every subcommand has ``--help``. Settings come from ``--profile`` (or
+``ECOM_PROFILE``), see ``ecom.settings``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from typing import Callable
+
+from ecom.runtime.process import ServiceError
+from ecom.settings import Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if args.profile:
+        os.environ["ECOM_PROFILE"] = args.profile  # child processes and get_settings() follow
+    return load_settings(args.profile)
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from ecom import jars
+
+    settings = _settings(args)
+    jars.resolve(settings)
+    print(f"jars cached under {settings.jars.cache}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from ecom.runtime import stack
+
+    stack.up(_settings(args))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from ecom.runtime import stack
+
+    stack.down(_settings(args))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ecom.runtime import stack
+
+    statuses = stack.status(_settings(args))
+    for s in statuses:
+        print(s.line())
+    return 0 if all(s.running for s in statuses[:2]) else 3
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from simulator.cli import run_generate
+
+    return run_generate(_settings(args), args)
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from ecom.spark import get_spark
+    from pipelines.bronze import job as bronze
+    from pipelines.silver import job as silver
+
+    settings = _settings(args)
+    layers = ["bronze", "silver"] if args.layer == "all" else [args.layer]
+    spark = get_spark(settings, f"ecom-stream-{args.layer}")
+    starters: dict[str, Callable] = {"bronze": bronze.start, "silver": silver.start}
+    if args.once:
+        for layer in layers:  # in order, so silver sees what bronze just wrote
+            print(f"{layer}: processing what is available ...", flush=True)
+            starters[layer](spark, settings, once=True).awaitTermination()
+        print("done")
+        return 0
+    queries = [starters[layer](spark, settings) for layer in layers]
+    print(f"streaming {', '.join(layers)}; Ctrl-C to stop", flush=True)
+    try:
+        while all(q.isActive for q in queries):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    for q in queries:
+        if q.exception():
+            print(f"query {q.name} failed: {q.exception()}", file=sys.stderr)
+            return 1
+        q.stop()
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboard.app import create_app
+
+    settings = _settings(args)
+    app = create_app(settings)
+    print(f"dashboard on http://{settings.dashboard.host}:{settings.dashboard.port}/", flush=True)
+    app.run(host=settings.dashboard.host, port=settings.dashboard.port, debug=False)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ecom.demo import run_demo
+
+    return run_demo(_settings(args), args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ecom", description="Real-time e-commerce analytics lakehouse.")
+    parser.add_argument("--profile", help="settings profile: local (default), test, docker, cluster")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--profile", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
+        p.set_defaults(func=func)
+        return p
+
+    add("setup", cmd_setup, "Resolve the JVM jars (Delta, Spark Kafka source, Kafka broker) into the local cache.")
+    add("up", cmd_up, "Start the embedded stack (Kafka, PostgreSQL, MLflow store); harmless if it runs.")
+    add("down", cmd_down, "Stop every process the project started.")
+    add("status", cmd_status, "Show what runs where.")
+
+    gen = add("generate", cmd_generate, "Send simulated orders to Kafka (live, fixed count, duration or backfill).")
+    from simulator.cli import add_generate_arguments
+
+    add_generate_arguments(gen)
+
+    stream = add("stream", cmd_stream, "Run the streaming layers (bronze: Kafka->Delta; silver: bronze->silver+PostgreSQL).")
+    stream.add_argument("layer", nargs="?", default="all", choices=["bronze", "silver", "all"], help="which layer (default all)")
+    stream.add_argument("--once", action="store_true", help="process what is available, then stop")
+
+    add("dashboard", cmd_dashboard, "Serve the Plotly Dash dashboard (reads PostgreSQL).")
+
+    demo = add("demo", cmd_demo, "Start everything, stream live orders and serve the dashboard until Ctrl-C.")
+    demo.add_argument("--rate", type=float, help="orders per second (default: simulator.rate_per_s)")
+    demo.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "profile"):
+        args.profile = None
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        return args.func(args)
+    except ServiceError as exc:
+        print(f"ecom: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

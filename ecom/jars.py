@@ -1,0 +1,89 @@
+"""JVM dependencies: resolved once from Maven Central into a local cache.
+
+``jvm/pom.xml`` declares two classpaths as Maven profiles: ``spark`` (Delta
+Lake and the Spark Kafka source) and ``kafka`` (an Apache Kafka broker). This
+module runs ``mvn dependency:copy-dependencies`` for each into
+``<jars.cache>/<profile>/`` and writes a marker keyed by the pom's hash, so a
+second run does nothing and works offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from ecom.settings import Settings
+
+PROFILES = ("spark", "kafka")
+_VERSION_SUFFIX = re.compile(r"-\d[\w.\-]*\.jar$")
+
+
+class JarError(RuntimeError):
+    """The JVM dependencies could not be resolved."""
+
+
+def _pom_hash(pom: Path) -> str:
+    return hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
+
+
+def profile_dir(settings: Settings, profile: str) -> Path:
+    return Path(settings.jars.cache) / profile
+
+
+def is_resolved(settings: Settings, profile: str) -> bool:
+    marker = profile_dir(settings, profile) / ".resolved"
+    return marker.exists() and marker.read_text().strip() == _pom_hash(Path(settings.jars.pom))
+
+
+def resolve(settings: Settings, profiles: tuple[str, ...] = PROFILES, quiet: bool = False) -> None:
+    """Resolve each profile's jars unless already cached for this pom."""
+    pom = Path(settings.jars.pom)
+    for profile in profiles:
+        if is_resolved(settings, profile):
+            continue
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise JarError("Maven (mvn) is not on PATH; install it (e.g. apt-get install maven) to fetch the jars")
+        target = profile_dir(settings, profile)
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        if not quiet:
+            print(f"resolving {profile} jars from Maven Central into {target} ...", flush=True)
+        cmd = [
+            mvn, "-q", "-B", "-f", str(pom), "-P", profile,
+            "dependency:copy-dependencies", f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            raise JarError(f"mvn could not resolve the {profile} jars:\n{tail}")
+        (target / ".resolved").write_text(_pom_hash(pom))
+
+
+def _artifact(jar_name: str) -> str:
+    return _VERSION_SUFFIX.sub("", jar_name)
+
+
+def spark_jars(settings: Settings) -> list[str]:
+    """Jars to hand Spark: the resolved ones that pyspark does not already ship.
+
+    pyspark bundles Spark, Hadoop, Jackson, Parquet and Scala; adding a second
+    (often older) copy of those to the classpath only invites conflicts.
+    """
+    if not is_resolved(settings, "spark"):
+        resolve(settings, ("spark",))
+    import pyspark
+
+    shipped = {_artifact(p.name) for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
+    jars = sorted(profile_dir(settings, "spark").glob("*.jar"))
+    return [str(j) for j in jars if _artifact(j.name) not in shipped]
+
+
+def kafka_classpath(settings: Settings) -> str:
+    if not is_resolved(settings, "kafka"):
+        resolve(settings, ("kafka",))
+    return ":".join(str(j) for j in sorted(profile_dir(settings, "kafka").glob("*.jar")))

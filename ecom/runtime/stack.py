@@ -1,0 +1,114 @@
+"""The local stack as one unit: ``up``, ``down``, ``status``.
+
+Starts what is configured as embedded (Kafka, PostgreSQL), applies the serving
+migrations, and prepares the local MLflow tracking store and registry. External
+services (``embedded: false`` or ``ECOM_POSTGRES_DSN``) are only checked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecom.runtime.kafka import EmbeddedKafka, ensure_topics
+from ecom.runtime.postgres import EmbeddedPostgres
+from ecom.runtime.process import ManagedProcess, port_open
+from ecom.settings import Settings
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    running: bool
+    where: str
+    pid: int | None = None
+    detail: str = ""
+
+    def line(self) -> str:
+        state = "running" if self.running else "stopped"
+        pid = f" pid {self.pid}" if self.pid else ""
+        detail = f"  ({self.detail})" if self.detail else ""
+        return f"{self.name:<10} {state:<8} {self.where}{pid}{detail}"
+
+
+def postgres_is_embedded(settings: Settings) -> bool:
+    return settings.postgres.embedded and not os.environ.get("ECOM_POSTGRES_DSN")
+
+
+def prepare_mlflow(settings: Settings) -> None:
+    """Create the local tracking store, registry and experiment (idempotent)."""
+    uri = settings.mlflow.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    Path(settings.mlflow.artifact_root).mkdir(parents=True, exist_ok=True)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if client.get_experiment_by_name(settings.mlflow.experiment) is None:
+        client.create_experiment(settings.mlflow.experiment, artifact_location=Path(settings.mlflow.artifact_root).as_uri())
+
+
+def up(settings: Settings, log=print) -> None:
+    """Start every embedded service that is not running; harmless when all run."""
+    from serving.db import migrate
+
+    if settings.kafka.embedded:
+        kafka = EmbeddedKafka(settings)
+        if kafka.start():
+            log(f"kafka      started on {settings.kafka.bootstrap_servers}")
+        else:
+            kafka.create_topics()
+            log(f"kafka      already running on {settings.kafka.bootstrap_servers}")
+    else:
+        ensure_topics(settings)
+        log(f"kafka      external at {settings.kafka.bootstrap_servers}")
+    if postgres_is_embedded(settings):
+        pg = EmbeddedPostgres(settings)
+        started = pg.start()
+        log(f"postgres   {'started' if started else 'already running'} on {settings.postgres.host}:{settings.postgres.port}")
+    applied = migrate(settings.postgres.dsn)
+    log(f"postgres   schema up to date{f' (applied {applied})' if applied else ''}")
+    prepare_mlflow(settings)
+    log(f"mlflow     tracking store and registry at {settings.mlflow.tracking_uri}")
+
+
+def down(settings: Settings, log=print) -> None:
+    """Stop every process this project started (pipeline jobs first, then services)."""
+    run_dir = settings.run_dir
+    services = {"kafka", "postgres"}
+    if run_dir.exists():
+        for pid_file in sorted(run_dir.glob("*.pid")):
+            name = pid_file.stem
+            if name not in services and ManagedProcess(name, run_dir).stop():
+                log(f"{name:<10} stopped")
+    if EmbeddedPostgres(settings).stop():
+        log("postgres   stopped")
+    if EmbeddedKafka(settings).stop():
+        log("kafka      stopped")
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    result = []
+    k = settings.kafka
+    if k.embedded:
+        proc = EmbeddedKafka(settings).process
+        pid = proc.pid()
+        result.append(ServiceStatus("kafka", pid is not None and port_open(k.host, k.port), k.bootstrap_servers, pid))
+    else:
+        result.append(ServiceStatus("kafka", True, k.bootstrap_servers, detail="external, not checked"))
+    p = settings.postgres
+    if postgres_is_embedded(settings):
+        pid = EmbeddedPostgres(settings).process.pid()
+        result.append(ServiceStatus("postgres", pid is not None and port_open(p.host, p.port), f"{p.host}:{p.port}/{p.database}", pid))
+    else:
+        result.append(ServiceStatus("postgres", True, "ECOM_POSTGRES_DSN or configured host", detail="external, not checked"))
+    result.append(ServiceStatus("mlflow", True, settings.mlflow.tracking_uri, detail="local store, no server process"))
+    if settings.run_dir.exists():
+        for pid_file in sorted(settings.run_dir.glob("*.pid")):
+            if pid_file.stem in {"kafka", "postgres"}:
+                continue
+            proc = ManagedProcess(pid_file.stem, settings.run_dir)
+            pid = proc.pid()
+            result.append(ServiceStatus(pid_file.stem, pid is not None, str(proc.log_file), pid))
+    return result

@@ -1,0 +1,231 @@
+"""One typed settings object for every layer.
+
+Loaded from ``conf/base.yaml`` merged with ``conf/<profile>.yaml`` (profile from
+``ECOM_PROFILE``, default ``local``), then environment overrides of the form
+``ECOM_<SECTION>__<KEY>=value`` (values parsed as YAML, so ``19092`` is an int).
+Secrets come only from the environment: ``ECOM_POSTGRES_PASSWORD``,
+``ECOM_POSTGRES_DSN``, ``ECOM_PII_KEY``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = Path(os.environ.get("ECOM_CONF_DIR", ROOT / "conf"))
+ENV_PREFIX = "ECOM_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str
+    embedded: bool
+    host: str
+    port: int
+    controller_port: int
+    start_timeout_s: float
+    heap: str
+    topics: dict[str, str]
+    partitions: dict[str, int]
+    retention_hours: int
+
+    @property
+    def transactions_topic(self) -> str:
+        return self.topics["transactions"]
+
+    @property
+    def alerts_topic(self) -> str:
+        return self.topics["alerts"]
+
+    @property
+    def labels_topic(self) -> str:
+        return self.topics["labels"]
+
+
+class ProducerSettings(_Section):
+    acks: str | int
+    enable_idempotence: bool
+    compression_type: str | None
+    batch_size: int
+    linger_ms: int
+    max_in_flight: int
+    delivery_timeout_ms: int
+
+
+class SimulatorSettings(_Section):
+    rate_per_s: float
+    fraud_rate: float
+    customers: int
+    products: int
+    label_delay_s: float
+    seed: int | None
+
+
+class PostgresSettings(_Section):
+    embedded: bool
+    host: str
+    port: int
+    database: str
+    user: str
+    start_timeout_s: float
+
+    @property
+    def dsn(self) -> str:
+        """Connection string: ECOM_POSTGRES_DSN if set, else built from host/port/user."""
+        explicit = os.environ.get("ECOM_POSTGRES_DSN")
+        if explicit:
+            return explicit
+        password = os.environ.get("ECOM_POSTGRES_PASSWORD")
+        auth = self.user if not password else f"{self.user}:{password}"
+        return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}"
+
+
+class SparkSettings(_Section):
+    master: str
+    app_name: str
+    driver_memory: str
+    shuffle_partitions: int
+    log_level: str
+    ui_enabled: bool
+    extra_conf: dict[str, str]
+
+
+class StreamSettings(_Section):
+    trigger_interval: str
+    max_offsets_per_trigger: int
+    starting_offsets: str
+
+
+class LakeSettings(_Section):
+    root: str
+    checkpoints: str
+
+    def table(self, layer: str, name: str) -> str:
+        """Path of a Delta table, e.g. ``table("bronze", "transactions")``."""
+        return f"{self.root}/{layer}/{name}"
+
+    def checkpoint(self, query: str) -> str:
+        """Checkpoint folder of one streaming query."""
+        return f"{self.checkpoints}/{query}"
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str
+    artifact_root: str
+    experiment: str
+    model_name: str
+    alias: str
+
+
+class FraudSettings(_Section):
+    alert_threshold: float
+
+
+class RetentionSettings(_Section):
+    days: int
+
+
+class DashboardSettings(_Section):
+    host: str
+    port: int
+    refresh_ms: int
+
+
+class JarSettings(_Section):
+    cache: str
+    pom: str
+
+
+class Settings(_Section):
+    profile: str
+    data_dir: str
+    kafka: KafkaSettings
+    producer: ProducerSettings
+    simulator: SimulatorSettings
+    postgres: PostgresSettings
+    spark: SparkSettings
+    stream: StreamSettings
+    lake: LakeSettings
+    mlflow: MlflowSettings
+    fraud: FraudSettings
+    retention: RetentionSettings
+    dashboard: DashboardSettings
+    jars: JarSettings
+
+    @property
+    def run_dir(self) -> Path:
+        """Where pid files and service logs live."""
+        return Path(self.data_dir) / "run"
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """``ECOM_KAFKA__PORT=1`` -> ``{"kafka": {"port": 1}}``; single-level names are not overrides."""
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
+    return overrides
+
+
+def _expand(value: Any, variables: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for key, replacement in variables.items():
+            value = value.replace("{" + key + "}", replacement)
+        return value
+    if isinstance(value, dict):
+        return {k: _expand(v, variables) for k, v in value.items()}
+    return value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise FileNotFoundError(f"settings file {path} not found")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def load_settings(profile: str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Build the settings for ``profile`` (default: $ECOM_PROFILE or ``local``)."""
+    environ = dict(os.environ if environ is None else environ)
+    profile = profile or environ.get("ECOM_PROFILE", "local")
+    raw = _read_yaml(CONF_DIR / "base.yaml")
+    profile_file = CONF_DIR / f"{profile}.yaml"
+    if not profile_file.exists():
+        known = sorted(p.stem for p in CONF_DIR.glob("*.yaml") if p.stem != "base")
+        raise ValueError(f"unknown profile {profile!r}; known profiles: {', '.join(known)}")
+    raw = _deep_merge(raw, _read_yaml(profile_file))
+    raw = _deep_merge(raw, _env_overrides(environ))
+    raw["profile"] = profile
+    root = str(ROOT)
+    data_dir = _expand(raw["data_dir"], {"root": root})
+    raw = _expand(raw, {"root": root, "data_dir": data_dir})
+    return Settings.model_validate(raw)
+
+
+@lru_cache(maxsize=None)
+def get_settings(profile: str | None = None) -> Settings:
+    """Cached settings for the current process."""
+    return load_settings(profile)

@@ -1,0 +1,62 @@
+"""Spark session factory: Delta Lake and the Kafka source attached, quiet logs.
+
+Local mode by default (``spark.master`` from settings); under ``spark-submit``
+on a cluster the master given there wins. Python workers run the project's
+interpreter. Deletion vectors stay off so delta-rs and DuckDB can read every
+table.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from ecom import jars
+from ecom.settings import Settings
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    s = settings.spark
+    conf = {
+        "spark.app.name": s.app_name,
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.shuffle.partitions": str(s.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.memory": s.driver_memory,
+        "spark.ui.enabled": str(s.ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.host": "127.0.0.1",
+        "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        "spark.sql.streaming.stateStore.providerClass":
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.driver.extraJavaOptions": "-Dlog4j2.level=WARN",
+    }  # fmt: skip
+    conf.update(s.extra_conf)
+    return conf
+
+
+def get_spark(settings: Settings, app_name: str | None = None) -> SparkSession:
+    """The (singleton) SparkSession for this process."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ  # launched by spark-submit: its --master wins
+    if not under_submit:
+        builder = builder.master(settings.spark.master)
+    for key, value in spark_conf(settings).items():
+        builder = builder.config(key, value)
+    if app_name:
+        builder = builder.appName(app_name)
+    if not under_submit:
+        builder = builder.config("spark.jars", ",".join(jars.spark_jars(settings)))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.spark.log_level)
+    return spark

@@ -1,0 +1,154 @@
+"""Silver transformations: pure ``DataFrame -> DataFrame`` and ``Column -> Column`` functions.
+
+Input rows are bronze rows (``ecom.schemas.BRONZE_SCHEMA``). The quality
+rules are data (``QUALITY_RULES``: rule name -> SQL predicate that a good
+record satisfies); ``with_rule_failures`` applies them all and lists the names
+of the rules a record fails, so one helper routes failures to quarantine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from ecom.schemas import (
+    CHANNELS,
+    CURRENCIES,
+    EVENT_SCHEMA,
+    KAFKA_COORDINATES,
+    PAYMENT_METHODS,
+    QUARANTINE_SCHEMA,
+    SCHEMA_VERSION,
+    SILVER_SCHEMA,
+)
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+# Rule name -> predicate over the parsed record (column ``event``) that a good
+# record satisfies. NULL counts as a failure.
+QUALITY_RULES: dict[str, str] = {
+    "malformed_json": "payload IS NOT NULL AND try_parse_json(payload) IS NOT NULL",
+    "unknown_schema_version": f"event.schema_version = {SCHEMA_VERSION}",
+    "missing_event_id": "event.event_id IS NOT NULL AND event.event_id != ''",
+    "missing_transaction_id": "event.transaction_id IS NOT NULL",
+    "missing_customer_id": "event.customer_id IS NOT NULL AND event.customer_id != ''",
+    "bad_event_time": "try_to_timestamp(event.event_time) IS NOT NULL",
+    "event_time_in_future": "try_to_timestamp(event.event_time) <= current_timestamp() + INTERVAL 1 DAY",
+    "no_items": "size(event.items) > 0",
+    "bad_quantity": "NOT exists(event.items, i -> i.quantity IS NULL OR i.quantity < 1)",
+    "bad_unit_price": "NOT exists(event.items, i -> i.unit_price IS NULL OR i.unit_price <= 0)",
+    "amount_not_positive": "event.amount > 0",
+    "amount_mismatch": (
+        "abs(event.amount - aggregate(event.items, CAST(0 AS DECIMAL(20,2)),"
+        " (acc, i) -> acc + CAST(i.quantity * i.unit_price AS DECIMAL(20,2)))) <= 0.01"
+    ),
+    "unknown_currency": f"event.currency IN {_in(CURRENCIES)}",
+    "unknown_payment_method": f"event.payment_method IN {_in(PAYMENT_METHODS)}",
+    "unknown_channel": f"event.channel IN {_in(CHANNELS)}",
+}
+
+
+def with_parsed_event(bronze_df: DataFrame) -> DataFrame:
+    """Adds ``event``: the payload parsed with the event schema (nulls where it does not fit)."""
+    return bronze_df.withColumn("event", F.from_json(F.col("payload"), EVENT_SCHEMA))
+
+
+def rule_failures(rules: dict[str, str] = QUALITY_RULES) -> Column:
+    """Array of the names of the rules a row fails (empty when it passes all)."""
+    checks = [F.when(~F.coalesce(F.expr(predicate), F.lit(False)), F.lit(name)) for name, predicate in rules.items()]
+    return F.filter(F.array(*checks), lambda name: name.isNotNull())
+
+
+def with_rule_failures(parsed_df: DataFrame, rules: dict[str, str] = QUALITY_RULES) -> DataFrame:
+    """Adds ``failed_rules``. A malformed payload reports only ``malformed_json``."""
+    failures = rule_failures(rules)
+    malformed = F.expr(f"NOT coalesce({rules['malformed_json']}, false)") if "malformed_json" in rules else F.lit(False)
+    return parsed_df.withColumn(
+        "failed_rules", F.when(malformed, F.array(F.lit("malformed_json"))).otherwise(failures)
+    )
+
+
+def filter_valid(checked_df: DataFrame) -> DataFrame:
+    return checked_df.filter(F.size("failed_rules") == 0)
+
+
+def filter_invalid(checked_df: DataFrame) -> DataFrame:
+    return checked_df.filter(F.size("failed_rules") > 0)
+
+
+def hmac_sha256_hex(value: Column, key: bytes) -> Column:
+    """HMAC-SHA256 of a string column as lower-case hex, computed in the JVM (no UDF).
+
+    HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)) with a 64-byte block.
+    """
+    block = 64
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    ipad = bytes(b ^ 0x36 for b in key)
+    opad = bytes(b ^ 0x5C for b in key)
+    inner = F.unhex(F.sha2(F.concat(F.lit(bytearray(ipad)), F.encode(value, "UTF-8")), 256))
+    return F.when(value.isNotNull(), F.sha2(F.concat(F.lit(bytearray(opad)), inner), 256))
+
+
+def hmac_sha256_hex_py(value: str, key: bytes) -> str:
+    """The same keyed hash in plain Python (for tests and lookups by analysts)."""
+    return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def normalise_email(email: Column) -> Column:
+    return F.lower(F.trim(email))
+
+
+def to_silver(valid_df: DataFrame, pii_key: bytes, pipeline_version: str) -> DataFrame:
+    """Valid parsed rows -> silver rows (``SILVER_SCHEMA`` columns), email pseudonymised."""
+    e = "event."
+    event_time = F.to_timestamp(F.col(e + "event_time"))
+    return valid_df.select(
+        F.col(e + "event_id").alias("event_id"),
+        F.col(e + "transaction_id").alias("transaction_id"),
+        event_time.alias("event_time"),
+        F.col(e + "customer_id").alias("customer_id"),
+        hmac_sha256_hex(normalise_email(F.col(e + "customer_email")), pii_key).alias("customer_email_hash"),
+        F.col(e + "items").alias("items"),
+        F.size(F.col(e + "items")).alias("item_count"),
+        F.col(e + "amount").alias("amount"),
+        F.col(e + "currency").alias("currency"),
+        F.col(e + "payment_method").alias("payment_method"),
+        F.col(e + "channel").alias("channel"),
+        F.col(e + "device_id").alias("device_id"),
+        F.col(e + "ip_country").alias("ip_country"),
+        F.col(e + "shipping_country").alias("shipping_country"),
+        F.col(e + "schema_version").alias("schema_version"),
+        F.to_date(event_time).alias("event_date"),
+        *[F.col(f.name) for f in KAFKA_COORDINATES.fields],
+        F.current_timestamp().alias("processed_time"),
+        F.lit(pipeline_version).alias("pipeline_version"),
+    )
+
+
+def to_quarantine(invalid_df: DataFrame, pipeline_version: str) -> DataFrame:
+    """Rejected rows -> quarantine rows: raw payload, Kafka coordinates, failed rules, when."""
+    return invalid_df.select(
+        F.col("payload"),
+        *[F.col(f.name) for f in KAFKA_COORDINATES.fields],
+        F.col("failed_rules").alias("reasons"),
+        F.current_timestamp().alias("quarantined_time"),
+        F.lit(pipeline_version).alias("pipeline_version"),
+    ).select(*QUARANTINE_SCHEMA.fieldNames())
+
+
+def filter_first_per_event(silver_df: DataFrame) -> DataFrame:
+    """One row per ``event_id`` within a (micro-)batch: the earliest Kafka record wins."""
+    first = Window.partitionBy("event_id").orderBy("kafka_partition", "kafka_offset")
+    return silver_df.withColumn("_rank", F.row_number().over(first)).filter(F.col("_rank") == 1).drop("_rank")
+
+
+SILVER_COLUMNS = tuple(SILVER_SCHEMA.fieldNames())

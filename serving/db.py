@@ -1,0 +1,146 @@
+"""PostgreSQL serving store: connections, versioned migrations, idempotent bulk upserts.
+
+Migrations are the numbered ``serving/migrations/NNNN_*.sql`` files, applied
+in order once each and recorded in ``schema_migrations``. Upserts load rows
+with ``COPY`` into a temporary staging table and merge with
+``INSERT ... ON CONFLICT``; the (sink, batch_id) bookkeeping row is written in
+the same database transaction, so a replayed micro-batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import psycopg2
+import psycopg2.extensions
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[\w-]+\.sql$")
+
+
+def connect(dsn: str, **kwargs) -> psycopg2.extensions.connection:
+    return psycopg2.connect(dsn, connect_timeout=10, **kwargs)
+
+
+@contextmanager
+def connection(dsn: str) -> Iterator[psycopg2.extensions.connection]:
+    """A connection that commits on success and rolls back on error."""
+    conn = connect(dsn)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
+
+
+def migration_files() -> list[tuple[int, Path]]:
+    found = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise ValueError(f"migration file name {path.name!r} is not NNNN_name.sql")
+        found.append((int(match.group(1)), path))
+    return found
+
+
+def migrate(dsn: str) -> list[int]:
+    """Apply pending migrations in order; returns the versions applied now."""
+    applied_now = []
+    with connection(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(7263541)")
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        cur.execute("SELECT version FROM schema_migrations")
+        done = {row[0] for row in cur.fetchall()}
+        for version, path in migration_files():
+            if version in done:
+                continue
+            cur.execute(path.read_text())
+            cur.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, path.name))
+            applied_now.append(version)
+    return applied_now
+
+
+def _copy_rows(cur, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    for row in rows:
+        writer.writerow(["\\N" if v is None else _csv_value(v) for v in row])
+    buf.seek(0)
+    cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf)
+
+
+def _csv_value(value):
+    if isinstance(value, (list, tuple)):
+        inner = ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
+        return "{" + inner + "}"
+    return value
+
+
+def batch_seen(cur, sink: str, batch_id: int) -> bool:
+    cur.execute("SELECT 1 FROM pipeline_batches WHERE sink = %s AND batch_id = %s", (sink, batch_id))
+    return cur.fetchone() is not None
+
+
+def upsert_rows(
+    cur,
+    table: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    rows: Sequence[Sequence],
+    update: Sequence[str] | None = None,
+) -> int:
+    """COPY ``rows`` into a staging table and merge them into ``table`` on ``key``.
+
+    Rows are de-duplicated on the key inside the batch (last one wins) before
+    the merge, as ``ON CONFLICT`` cannot touch one row twice. ``update`` lists
+    the columns overwritten on conflict (default: none, insert-only).
+    Returns the number of rows inserted or updated.
+    """
+    if not rows:
+        return 0
+    stage = f"stage_{table}"
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+    cur.execute(f"TRUNCATE {stage}")
+    _copy_rows(cur, stage, columns, rows)
+    cols = ", ".join(columns)
+    keys = ", ".join(key)
+    conflict = (
+        "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in update) if update else "DO NOTHING"
+    )
+    cur.execute(
+        f"INSERT INTO {table} ({cols}) "
+        f"SELECT DISTINCT ON ({keys}) {cols} FROM {stage} ORDER BY {keys} "
+        f"ON CONFLICT ({keys}) {conflict}"
+    )
+    return cur.rowcount
+
+
+def commit_batch(
+    conn,
+    sink: str,
+    batch_id: int,
+    table: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    rows: Sequence[Sequence],
+    update: Sequence[str] | None = None,
+) -> int | None:
+    """Upsert one micro-batch exactly once: None if ``(sink, batch_id)`` was already committed."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (sink,))
+        if batch_seen(cur, sink, batch_id):
+            return None
+        written = upsert_rows(cur, table, columns, key, rows, update)
+        cur.execute(
+            "INSERT INTO pipeline_batches (sink, batch_id, row_count) VALUES (%s, %s, %s)",
+            (sink, batch_id, len(rows)),
+        )
+        return written

@@ -1,0 +1,73 @@
+"""Read-side queries for the dashboard and the command line.
+
+Each function takes a DSN, runs one query and returns a pandas DataFrame or a
+dict; the dashboard reads PostgreSQL only through this module.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from serving.db import connection
+
+
+def _frame(dsn: str, sql: str, params: tuple = ()) -> pd.DataFrame:
+    with connection(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        columns = [d[0] for d in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def overview_kpis(dsn: str) -> dict:
+    """Totals over all served orders: count, revenue, average order value, customers, alerts."""
+    sql = """
+        SELECT count(*) AS transactions,
+               coalesce(sum(amount), 0)::float AS revenue,
+               coalesce(avg(amount), 0)::float AS avg_order_value,
+               count(DISTINCT customer_id) AS customers,
+               max(event_time) AS last_event_time,
+               (SELECT count(*) FROM fraud_alerts) AS alerts
+        FROM transactions
+    """
+    return _frame(dsn, sql).iloc[0].to_dict()
+
+
+def transactions_per_minute(dsn: str, minutes: int = 60) -> pd.DataFrame:
+    """Orders and revenue per minute of event time, for the last ``minutes`` of data."""
+    sql = """
+        WITH latest AS (SELECT max(event_time) AS t FROM transactions)
+        SELECT date_trunc('minute', event_time) AS minute,
+               count(*) AS transactions,
+               sum(amount)::float AS revenue
+        FROM transactions, latest
+        WHERE event_time > latest.t - make_interval(mins => %s)
+        GROUP BY 1 ORDER BY 1
+    """
+    return _frame(dsn, sql, (minutes,))
+
+
+def revenue_by_payment_method(dsn: str) -> pd.DataFrame:
+    sql = """
+        SELECT payment_method, count(*) AS transactions, sum(amount)::float AS revenue
+        FROM transactions GROUP BY 1 ORDER BY 3 DESC
+    """
+    return _frame(dsn, sql)
+
+
+def recent_alerts(dsn: str, limit: int = 20) -> pd.DataFrame:
+    sql = """
+        SELECT created_at, transaction_id, customer_id, amount::float AS amount, fraud_score,
+               array_to_string(reasons, '; ') AS reasons, model_version
+        FROM fraud_alerts ORDER BY created_at DESC LIMIT %s
+    """
+    return _frame(dsn, sql, (limit,))
+
+
+def table_counts(dsn: str) -> dict[str, int]:
+    tables = ("transactions", "customers", "products", "fraud_alerts", "analytics_summaries", "recommendations")
+    with connection(dsn) as conn, conn.cursor() as cur:
+        counts = {}
+        for table in tables:
+            cur.execute(f"SELECT count(*) FROM {table}")
+            counts[table] = cur.fetchone()[0]
+        return counts

@@ -1,0 +1,1 @@
+"""Transaction simulator: synthetic shop orders and fraud ground truth for Kafka."""
