@@ -1,0 +1,45 @@
+"""Shared fixtures: the test profile, one session-scoped Spark, the real embedded stack.
+
+The test profile (conf/test.yaml) has its own ports and data folder, so tests
+never touch a running demo. ``stack`` starts the real Kafka broker and
+PostgreSQL once per session if they are not running, and stops what it started.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ["ECOM_PROFILE"] = "test"
+
+from ecom.settings import Settings, load_settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load_settings("test")
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings):
+    """The real embedded Kafka + PostgreSQL + MLflow store of the test profile."""
+    from ecom.runtime import stack as runtime_stack
+    from ecom.runtime.kafka import EmbeddedKafka
+    from ecom.runtime.postgres import EmbeddedPostgres
+
+    kafka, pg = EmbeddedKafka(settings), EmbeddedPostgres(settings)
+    was_running = kafka.is_running() and pg.is_running()
+    runtime_stack.up(settings, log=lambda *_: None)
+    yield settings
+    if not was_running and not os.environ.get("ECOM_TEST_KEEP_STACK"):
+        runtime_stack.down(settings, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def spark(settings: Settings):
+    from ecom.spark import get_spark
+
+    session = get_spark(settings, "ecom-tests")
+    yield session
+    session.stop()
