@@ -43,3 +43,16 @@ def spark(settings: Settings):
     session = get_spark(settings, "ecom-tests")
     yield session
     session.stop()
+
+
+def isolated_settings(settings: Settings, root, name: str) -> Settings:
+    """Settings with a fresh topic, lake and checkpoint root: a test sees only its own data."""
+    topic = f"{settings.kafka.transactions_topic}-{name}"
+    topics = {**settings.kafka.topics, "transactions": topic}
+    partitions = {**settings.kafka.partitions, topic: 3}
+    return settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"topics": topics, "partitions": partitions}),
+            "lake": settings.lake.model_copy(update={"root": f"{root}/lake", "checkpoints": f"{root}/checkpoints"}),
+        }
+    )

@@ -39,14 +39,17 @@ def postgres_is_embedded(settings: Settings) -> bool:
 def prepare_mlflow(settings: Settings) -> None:
     """Create the local tracking store, registry and experiment (idempotent)."""
     uri = settings.mlflow.tracking_uri
-    if uri.startswith("sqlite:///"):
+    local = uri.startswith("sqlite:///")
+    if local:
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    Path(settings.mlflow.artifact_root).mkdir(parents=True, exist_ok=True)
+        Path(settings.mlflow.artifact_root).mkdir(parents=True, exist_ok=True)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     if client.get_experiment_by_name(settings.mlflow.experiment) is None:
-        client.create_experiment(settings.mlflow.experiment, artifact_location=Path(settings.mlflow.artifact_root).as_uri())
+        # A tracking server chooses its own artifact store; a local store keeps artifacts under the data dir.
+        location = Path(settings.mlflow.artifact_root).as_uri() if local else None
+        client.create_experiment(settings.mlflow.experiment, artifact_location=location)
 
 
 def up(settings: Settings, log=print) -> None:

@@ -19,6 +19,7 @@ Runs as ``ecom stream silver`` or ``spark-submit pipelines/silver/job.py``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 
 from delta.tables import DeltaTable
@@ -33,7 +34,6 @@ from pipelines.silver import transforms as t
 from serving import db
 
 QUERY_NAME = "silver_transactions"
-PG_SINK = "silver_transactions_pg"
 PG_COLUMNS = (
     "event_id", "transaction_id", "event_time", "customer_id", "customer_email_hash", "amount", "currency",
     "payment_method", "channel", "item_count", "device_id", "ip_country", "shipping_country",
@@ -46,8 +46,11 @@ log = logging.getLogger(__name__)
 class SilverBatch:
     """The ``foreachBatch`` function of the silver stream."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, checkpoint: str):
         self.settings = settings
+        # Batch ids restart with a new checkpoint, so the idempotency keys
+        # (Delta txnAppId, PostgreSQL sink) name the checkpoint too.
+        self.sink_id = f"{QUERY_NAME}-{hashlib.sha1(checkpoint.encode()).hexdigest()[:12]}"
         self.key = pii_key(settings)
         self.silver_path = settings.lake.table("silver", "transactions")
         self.quarantine_path = settings.lake.table("silver", "quarantine")
@@ -78,7 +81,7 @@ class SilverBatch:
             .transform(lambda df: t.to_quarantine(df, __version__))
             .write.format("delta")
             .mode("append")
-            .option("txnAppId", QUERY_NAME + "_quarantine")
+            .option("txnAppId", self.sink_id + "-quarantine")
             .option("txnVersion", batch_id)
             .save(self.quarantine_path)
         )
@@ -94,21 +97,25 @@ class SilverBatch:
 
     def write_postgres(self, silver: DataFrame, batch_id: int) -> None:
         rows = [tuple(r) for r in silver.select(*PG_COLUMNS).collect()]
-        with db.connect(self.dsn) as conn:
-            db.commit_batch(conn, PG_SINK, batch_id, "transactions", PG_COLUMNS, ("event_id",), rows)
+        conn = db.connect(self.dsn)
+        try:
+            db.commit_batch(conn, self.sink_id + "-pg", batch_id, "transactions", PG_COLUMNS, ("event_id",), rows)
+        finally:
+            conn.close()
 
 
 def start(spark: SparkSession, settings: Settings, once: bool = False) -> StreamingQuery:
     """Start the silver stream over bronze; ``once`` processes what is available and stops."""
     prepare_lake(spark, settings)
+    checkpoint = settings.lake.checkpoint(QUERY_NAME)
     writer = (
         spark.readStream.format("delta")
         .option("skipChangeCommits", "true")
         .option("maxFilesPerTrigger", 1000)
         .load(settings.lake.table("bronze", "transactions"))
         .writeStream.queryName(QUERY_NAME)
-        .foreachBatch(SilverBatch(settings))
-        .option("checkpointLocation", settings.lake.checkpoint(QUERY_NAME))
+        .foreachBatch(SilverBatch(settings, checkpoint))
+        .option("checkpointLocation", checkpoint)
     )
     writer = writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.stream.trigger_interval)
     return writer.start()

@@ -47,7 +47,7 @@ QUALITY_RULES: dict[str, str] = {
     "amount_not_positive": "event.amount > 0",
     "amount_mismatch": (
         "abs(event.amount - aggregate(event.items, CAST(0 AS DECIMAL(20,2)),"
-        " (acc, i) -> acc + CAST(i.quantity * i.unit_price AS DECIMAL(20,2)))) <= 0.01"
+        " (acc, i) -> CAST(acc + i.quantity * i.unit_price AS DECIMAL(20,2)))) <= 0.01"
     ),
     "unknown_currency": f"event.currency IN {_in(CURRENCIES)}",
     "unknown_payment_method": f"event.payment_method IN {_in(PAYMENT_METHODS)}",

@@ -1,0 +1,36 @@
+# One target per thing a person does. `make help` lists them.
+.PHONY: help setup demo test test-unit test-fast lint format up down status bench clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: ## create .venv, install the project, cache the jars
+	@bin/setup
+
+demo: setup ## run the whole pipeline on embedded services with a live dashboard (Ctrl-C stops)
+	@.venv/bin/ecom demo
+
+test: ## set up (incl. browser) and run every test: unit, integration, end to end
+	@bin/setup --browser
+	@.venv/bin/pytest
+
+test-unit: setup ## unit tests only
+	@.venv/bin/pytest tests/unit
+
+lint: setup ## ruff lint and format check
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+format: setup ## ruff format
+	@.venv/bin/ruff format . && .venv/bin/ruff check --fix .
+
+up: setup ## start the embedded stack
+	@.venv/bin/ecom up
+
+down: ## stop everything the project started
+	@.venv/bin/ecom down
+
+status: ## what runs where
+	@.venv/bin/ecom status
+
+clean: down ## stop and delete local data (lake, Kafka, PostgreSQL, MLflow; keeps the jar cache)
+	@find data -mindepth 1 -maxdepth 1 ! -name jars -exec rm -rf {} +

@@ -1,0 +1,96 @@
+"""``ecom demo``: the whole pipeline on embedded defaults, ending with a live dashboard.
+
+Starts the stack (what is not running), the streaming layers and the dashboard
+as background processes, then generates live orders in the foreground until
+Ctrl-C (or ``--duration``). On the way out it stops everything it started.
+It prints the dashboard's address and how long it took until the first order
+was queryable in PostgreSQL (the data the dashboard shows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+from ecom.runtime import stack
+from ecom.runtime.kafka import EmbeddedKafka
+from ecom.runtime.postgres import EmbeddedPostgres
+from ecom.runtime.process import ManagedProcess, ServiceError, port_open, wait_until
+from ecom.settings import Settings
+
+
+def _watch_first_data(settings: Settings, started: float, done: threading.Event) -> None:
+    from serving.queries import overview_kpis
+
+    while not done.is_set():
+        try:
+            if overview_kpis(settings.postgres.dsn)["transactions"] > 0:
+                print(
+                    f"\nfirst data on the dashboard {time.monotonic() - started:.1f}s after `ecom demo` started",
+                    flush=True,
+                )
+                return
+        except Exception:  # the database may still be starting  # noqa: BLE001
+            pass
+        done.wait(0.5)
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    env = {"ECOM_PROFILE": settings.profile, "PYTHONUNBUFFERED": "1"}
+    kafka_was_running = EmbeddedKafka(settings).is_running()
+    pg_was_running = EmbeddedPostgres(settings).is_running()
+    stack.up(settings)
+    run_dir = settings.run_dir
+    stream = ManagedProcess("stream", run_dir)
+    dash_proc = ManagedProcess("dashboard", run_dir)
+    ours: list[ManagedProcess] = []
+    done = threading.Event()
+    try:
+        for proc, cmd in (
+            (stream, [sys.executable, "-m", "ecom.cli", "stream", "all"]),
+            (dash_proc, [sys.executable, "-m", "ecom.cli", "dashboard"]),
+        ):
+            if not proc.is_running():
+                proc.start(cmd, env=env)
+                ours.append(proc)
+        d = settings.dashboard
+        if not wait_until(lambda: port_open(d.host, d.port) or not dash_proc.is_running(), 60):
+            raise ServiceError(f"the dashboard did not come up on {d.host}:{d.port}; see {dash_proc.log_file}")
+        if not dash_proc.is_running():
+            raise ServiceError(f"the dashboard exited: {dash_proc.log_tail(5)}")
+        print(f"\ndashboard: http://{d.host}:{d.port}/   (logs in {run_dir}; Ctrl-C stops the demo)\n", flush=True)
+        threading.Thread(target=_watch_first_data, args=(settings, started, done), daemon=True).start()
+
+        from simulator.cli import add_generate_arguments, run_generate
+
+        gen_parser = argparse.ArgumentParser()
+        add_generate_arguments(gen_parser)
+        gen_argv = []
+        if args.rate:
+            gen_argv += ["--rate", str(args.rate)]
+        if args.duration:
+            gen_argv += ["--duration", str(args.duration)]
+        gen_args = gen_parser.parse_args(gen_argv)
+        try:
+            run_generate(settings, gen_args)
+        except KeyboardInterrupt:
+            pass
+        if not stream.is_running():
+            print(f"the streaming job stopped: {stream.log_tail(10)}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        done.set()
+        print("stopping the demo ...", flush=True)
+        for proc in ours:
+            proc.stop()
+        if not os.environ.get("ECOM_DEMO_KEEP_STACK"):
+            if not pg_was_running:
+                EmbeddedPostgres(settings).stop()
+            if not kafka_was_running:
+                EmbeddedKafka(settings).stop()
+        print("demo stopped", flush=True)

@@ -1,0 +1,131 @@
+import copy
+import datetime as dt
+import json
+
+import pytest
+from chispa import assert_df_equality
+
+from ecom.schemas import BRONZE_SCHEMA, QUARANTINE_SCHEMA, SILVER_SCHEMA
+from pipelines.silver import transforms as t
+
+TS = dt.datetime(2026, 11, 25, 12, 0, 0)
+KEY = b"test-key"
+
+GOOD = {
+    "event_id": "e-1",
+    "transaction_id": "t-1",
+    "event_time": "2026-11-25T10:15:30.123Z",
+    "customer_id": "C000001",
+    "customer_email": "  Alice@Example.COM ",
+    "items": [
+        {"product_id": "P1", "category": "books", "quantity": 2, "unit_price": 10.25},
+        {"product_id": "P2", "category": "toys", "quantity": 1, "unit_price": 5.00},
+    ],
+    "amount": 25.50,
+    "currency": "EUR",
+    "payment_method": "card",
+    "channel": "web",
+    "device_id": "D1",
+    "ip_country": "DE",
+    "shipping_country": "DE",
+    "schema_version": 1,
+}
+
+
+def variant(**changes):
+    event = copy.deepcopy(GOOD)
+    for key, value in changes.items():
+        if value is ...:
+            event.pop(key)
+        else:
+            event[key] = value
+    return json.dumps(event)
+
+
+def bronze(spark, payloads):
+    rows = [("C1", p, "ecommerce-transactions", 0, i, TS, TS, TS.date()) for i, p in enumerate(payloads)]
+    return spark.createDataFrame(rows, BRONZE_SCHEMA)
+
+
+def failures(spark, payloads):
+    df = bronze(spark, payloads).transform(t.with_parsed_event).transform(t.with_rule_failures)
+    return {r.kafka_offset: sorted(r.failed_rules) for r in df.select("kafka_offset", "failed_rules").collect()}
+
+
+def test_good_event_passes_every_rule(spark):
+    assert failures(spark, [json.dumps(GOOD)]) == {0: []}
+
+
+@pytest.mark.parametrize(
+    "payload, rule",
+    [
+        ("{not json", "malformed_json"),
+        ('{"event_id": "e-1", "items": [', "malformed_json"),  # truncated
+        (None, "malformed_json"),
+        (variant(schema_version=2), "unknown_schema_version"),
+        (variant(event_id=...), "missing_event_id"),
+        (variant(customer_id=""), "missing_customer_id"),
+        (variant(event_time="yesterday"), "bad_event_time"),
+        (variant(event_time="2099-01-01T00:00:00.000Z"), "event_time_in_future"),
+        (variant(items=[], amount=1.0), "no_items"),
+        (variant(amount=99.99), "amount_mismatch"),
+        (variant(amount=-25.5), "amount_not_positive"),
+        (variant(currency="XXX"), "unknown_currency"),
+        (variant(payment_method="cash"), "unknown_payment_method"),
+        (variant(channel="fax"), "unknown_channel"),
+        (variant(amount="twenty"), "amount_not_positive"),  # wrong type parses to null
+    ],
+)
+def test_each_bad_input_fails_its_rule(spark, payload, rule):
+    assert rule in failures(spark, [payload])[0]
+
+
+def test_bad_quantity_is_caught_and_listed_with_other_failures(spark):
+    items = [{"product_id": "P1", "category": "books", "quantity": 0, "unit_price": 10.0}]
+    got = failures(spark, [variant(items=items, amount=0.0, currency="XXX")])[0]
+    assert got == ["amount_not_positive", "bad_quantity", "unknown_currency"]
+
+
+def test_malformed_payload_reports_only_malformed_json(spark):
+    assert failures(spark, ["]]]"]) == {0: ["malformed_json"]}
+
+
+def test_to_silver_pseudonymises_email_with_hmac_and_derives_columns(spark):
+    checked = bronze(spark, [json.dumps(GOOD)]).transform(t.with_parsed_event).transform(t.with_rule_failures)
+    silver = t.to_silver(t.filter_valid(checked), KEY, "test")
+    assert silver.columns == SILVER_SCHEMA.fieldNames()
+    row = silver.collect()[0]
+    assert row.customer_email_hash == t.hmac_sha256_hex_py("alice@example.com", KEY)
+    assert "alice" not in str(row.asDict()).lower()
+    assert row.item_count == 2
+    assert row.event_time == dt.datetime(2026, 11, 25, 10, 15, 30, 123000)
+    assert row.event_date == dt.date(2026, 11, 25)
+    assert row.kafka_offset == 0
+
+
+def test_hmac_in_spark_matches_python_for_long_keys_and_null(spark):
+    long_key = b"k" * 100
+    df = spark.createDataFrame([("bob@example.com",), (None,)], "email string")
+    got = [r.h for r in df.select(t.hmac_sha256_hex(df.email, long_key).alias("h")).collect()]
+    assert got == [t.hmac_sha256_hex_py("bob@example.com", long_key), None]
+
+
+def test_to_quarantine_keeps_payload_coordinates_and_reasons(spark):
+    checked = bronze(spark, [json.dumps(GOOD), "{oops"]).transform(t.with_parsed_event).transform(t.with_rule_failures)
+    q = t.to_quarantine(t.filter_invalid(checked), "test")
+    assert q.columns == QUARANTINE_SCHEMA.fieldNames()
+    got = q.select("payload", "kafka_offset", "reasons")
+    expected = spark.createDataFrame([("{oops", 1, ["malformed_json"])], "payload string, kafka_offset long, reasons array<string>")
+    assert_df_equality(got, expected, ignore_nullable=True)
+
+
+def test_filter_first_per_event_keeps_the_earliest_record(spark):
+    df = spark.createDataFrame(
+        [("e1", 0, 5, "late"), ("e1", 0, 3, "early"), ("e2", 1, 9, "only"), (None, 2, 1, "null id")],
+        "event_id string, kafka_partition int, kafka_offset long, tag string",
+    )
+    expected = spark.createDataFrame(
+        [("e1", 0, 3, "early"), ("e2", 1, 9, "only"), (None, 2, 1, "null id")],
+        "event_id string, kafka_partition int, kafka_offset long, tag string",
+    )
+    assert_df_equality(t.filter_first_per_event(df), expected, ignore_row_order=True)
