@@ -10,7 +10,7 @@ Secrets come only from the environment: ``ECOM_POSTGRES_PASSWORD``,
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,17 @@ class SimulatorSettings(_Section):
     products: int
     label_delay_s: float
     seed: int | None
+    # Share of fraudulent *events* per pattern (normalised); see docs/simulator.md.
+    fraud_patterns: dict[str, float] = {
+        "account_takeover": 0.3,
+        "card_testing": 0.25,
+        "amount_spike": 0.25,
+        "geo_mismatch": 0.2,
+    }
+    hard_negative_rate: float = 0.04
+    new_customer_share: float = 0.08
+    backfill_days: float = 90
+    workers: int = 2
 
 
 class PostgresSettings(_Section):
@@ -225,7 +236,7 @@ def load_settings(profile: str | None = None, environ: dict[str, str] | None = N
     return Settings.model_validate(raw)
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_settings(profile: str | None = None) -> Settings:
     """Cached settings for the current process."""
     return load_settings(profile)

@@ -1,84 +1,236 @@
 """Synthetic e-commerce orders following the event contract (schema_version 1).
 
-Minimal walking-skeleton version: uniform customers and products, no fraud.
-Issue 3 replaces the internals; the public API (``TransactionSimulator``,
-``Generated``) stays.
+Input: ``SimulatorSettings`` and a seed. Output: ``Generated`` pairs of one
+order event (the JSON payload for ``ecommerce-transactions``) and, for
+injected fraud only, its ground-truth label (for ``fraud-labels``). One call
+to ``generate(event_time)`` is one order; ``events`` paces orders at a rate,
+``backfill`` spreads them over past days along the daily/weekly curve.
+
+The same seed (and shard) gives the same events, event for event.
 """
 
 from __future__ import annotations
 
+import math
 import random
-import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal
-from typing import Iterator
+from datetime import UTC, datetime, timedelta
 
 from ecom.settings import SimulatorSettings
+from simulator import fraud
+from simulator.catalogue import CATEGORIES, Catalogue
+from simulator.customers import PAYMENT_WEIGHTS, Customer, CustomerBase
+from simulator.fraud import Draft, FraudInjector
+from simulator.timeline import NIGHT_HOURS, curve_times
 
-CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "books", "toys", "grocery", "garden", "automotive")
+__all__ = ["CATEGORIES", "Generated", "TransactionSimulator", "format_event_time"]
+
+SCHEMA_VERSION = 1
+PAYMENT_METHODS = tuple(PAYMENT_WEIGHTS)
+# RFC 4122 version-4 bits: version nibble 4, variant 10xx.
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 @dataclass(frozen=True)
 class Generated:
-    """One order event and, for injected fraud, its ground-truth label."""
+    """One order event and, for injected fraud, its ground-truth label.
+
+    ``kind`` says how the order was made (``normal``, a fraud pattern, or a
+    hard negative such as ``travel``); it is for tests and never sent.
+    """
 
     event: dict
     label: dict | None
+    kind: str = "normal"
 
 
 def format_event_time(ts: datetime) -> str:
     """ISO-8601 UTC with milliseconds, e.g. ``2026-11-25T18:00:00.123Z``."""
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return ts.isoformat(timespec="milliseconds")[:23] + "Z"
+
+
+def _money(cents: int) -> float:
+    """Cents as a number whose shortest repr has at most two decimals (exact for cents < 2**53)."""
+    return cents / 100
 
 
 class TransactionSimulator:
-    """Deterministic for a given seed."""
+    """Customers placing orders in a shop, with injected fraud. Deterministic for a given seed.
 
-    def __init__(self, settings: SimulatorSettings, seed: int | None = None):
+    ``shard``/``shards`` split the customer base between parallel producer
+    processes (customer i belongs to shard i % shards), so each shard keeps
+    consistent per-customer histories. ``expected_orders`` spreads the
+    acquisition of first-time customers over a run of that many orders.
+    """
+
+    def __init__(
+        self,
+        settings: SimulatorSettings,
+        seed: int | None = None,
+        *,
+        shard: int = 0,
+        shards: int = 1,
+        expected_orders: int | None = None,
+    ):
         self.settings = settings
-        self.rng = random.Random(seed if seed is not None else settings.seed)
+        base_seed = seed if seed is not None else settings.seed
+        if base_seed is None:
+            base_seed = random.SystemRandom().getrandbits(63)
+        self.seed = base_seed
+        # The catalogue is the same in every shard; customers and choices differ per shard.
+        self.catalogue = Catalogue(settings.products, seed=base_seed)
+        self.rng = random.Random(f"{base_seed}/{shard}/{shards}")
+        self._time_rng = random.Random(f"{base_seed}/{shard}/{shards}/times")
+        self.customers = CustomerBase(settings.customers, self.rng, shard=shard, shards=shards)
+        self.fraud = FraudInjector(self.rng, settings.fraud_rate, settings.fraud_patterns)
+        self.hard_negative_rate = settings.hard_negative_rate
+        self.new_share = settings.new_customer_share
+        if expected_orders:
+            self.new_share = max(self.new_share, min(0.9, 0.9 * len(self.customers.pool) / expected_orders))
+        self._label_delay = timedelta(seconds=settings.label_delay_s)
 
+    # -- choosing who orders -------------------------------------------------------------
+    def _customer(self, when: datetime, night: bool) -> Customer:
+        customers = self.customers
+        if customers.has_new and (self.rng.random() < self.new_share or not customers.returning):
+            return customers.first_timer(when)
+        customer = customers.returning_customer(night)
+        if customer is None:
+            if customers.has_new:
+                return customers.first_timer(when)
+            customer = customers.win_back() or customers.any_seen()
+        assert customer is not None, "a customer base with at least one customer"
+        return customer
+
+    def _normal_draft(self, customer: Customer) -> Draft:
+        rng = self.rng
+        persona = customer.persona
+        n_lines = 1
+        p_more = persona.extra_lines / (1.0 + persona.extra_lines)
+        while n_lines < 8 and rng.random() < p_more:
+            n_lines += 1
+        target = customer.baseline_usd_cents * math.exp(rng.gauss(0.0, 0.35))
+        devices = customer.devices
+        device = devices[0] if len(devices) == 1 or rng.random() < 0.6 else devices[int(rng.random() * len(devices))]
+        return Draft(
+            customer=customer,
+            lines=self.catalogue.basket(rng, target, n_lines),
+            device_id=device,
+            ip_country=customer.country,
+            shipping_country=customer.country,
+            payment_method=customer.payment_method if rng.random() < 0.8 else rng.choice(PAYMENT_METHODS),
+            channel=customer.channel
+            if rng.random() < 0.85
+            else ("web" if customer.channel == "mobile_app" else "mobile_app"),
+        )
+
+    def _draft(self, when: datetime) -> Draft:
+        rng = self.rng
+        injector = self.fraud
+        night = when.hour in NIGHT_HOURS
+        if injector.pending and rng.random() < 0.5:
+            burst = injector.pending[0]
+            draft = self._normal_draft(burst["customer"])
+            fraud.card_testing(rng, draft, burst, self.catalogue)
+            if burst["left"] <= 0:
+                injector.pending.pop(0)
+            draft.kind = draft.fraud_pattern = "card_testing"
+            return draft
+        customer = self._customer(when, night)
+        if injector.start_incident():
+            pattern = injector.choose(night)
+            victim = customer
+            if pattern != "amount_spike" and customer.orders == 0:
+                victim = self.customers.any_seen() or customer  # fraudsters take over known accounts
+            draft = self._normal_draft(victim)
+            if pattern == "card_testing":
+                burst = fraud.card_testing_burst(rng, victim)
+                fraud.card_testing(rng, draft, burst, self.catalogue)
+                if burst["left"] > 0:
+                    injector.pending.append(burst)
+            else:
+                getattr(fraud, pattern)(rng, draft, self.catalogue)
+            draft.kind = draft.fraud_pattern = pattern
+            return draft
+        draft = self._normal_draft(customer)
+        if customer.orders > 0 and rng.random() < self.hard_negative_rate:
+            fraud.hard_negative(rng, draft, self.catalogue)
+        elif night and customer.night_owl:
+            draft.kind = "night_owl"
+        return draft
+
+    # -- building the event --------------------------------------------------------------
     def _uuid(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        """A random (version 4) UUID from the seeded generator; same text as ``uuid.UUID(int=n, version=4)``."""
+        n = (self.rng.getrandbits(128) & _UUID_CLEAR) | _UUID_SET
+        h = f"{n:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     def generate(self, event_time: datetime) -> Generated:
-        rng = self.rng
-        customer = rng.randrange(self.settings.customers)
-        lines = []
-        for _ in range(rng.choice((1, 1, 1, 2, 3))):
-            product = rng.randrange(self.settings.products)
-            price = Decimal(rng.randint(199, 49999)) / 100
-            lines.append(
+        """One order at ``event_time`` (and its fraud label if it is injected fraud)."""
+        draft = self._draft(event_time)
+        customer = draft.customer
+        prices = self.catalogue.prices[customer.currency]
+        products = self.catalogue.products
+        items = []
+        amount_cents = 0
+        for idx, quantity in draft.lines:
+            cents = prices[idx]
+            amount_cents += cents * quantity
+            product = products[idx]
+            items.append(
                 {
-                    "product_id": f"P{product:05d}",
-                    "category": CATEGORIES[product % len(CATEGORIES)],
-                    "quantity": rng.choice((1, 1, 2)),
-                    "unit_price": float(price),
+                    "product_id": product.product_id,
+                    "category": product.category,
+                    "quantity": quantity,
+                    "unit_price": _money(cents),
                 }
             )
-        amount = sum(Decimal(str(line["unit_price"])) * line["quantity"] for line in lines)
+        event_id = self._uuid()
+        transaction_id = f"T{self.rng.getrandbits(64):016x}"
         event = {
-            "event_id": self._uuid(),
-            "transaction_id": f"T{self.rng.getrandbits(48):012x}",
+            "event_id": event_id,
+            "transaction_id": transaction_id,
             "event_time": format_event_time(event_time),
-            "customer_id": f"C{customer:06d}",
-            "customer_email": f"customer{customer}@example.com",
-            "items": lines,
-            "amount": float(amount.quantize(Decimal("0.01"))),
-            "currency": "USD",
-            "payment_method": rng.choice(("card", "paypal", "apple_pay", "gift_card", "bank_transfer")),
-            "channel": rng.choice(("web", "mobile_app")),
-            "device_id": f"D{customer:06d}",
-            "ip_country": "US",
-            "shipping_country": "US",
-            "schema_version": 1,
+            "customer_id": customer.customer_id,
+            "customer_email": customer.email,
+            "items": items,
+            "amount": _money(amount_cents),
+            "currency": customer.currency,
+            "payment_method": draft.payment_method,
+            "channel": draft.channel,
+            "device_id": draft.device_id,
+            "ip_country": draft.ip_country,
+            "shipping_country": draft.shipping_country,
+            "schema_version": SCHEMA_VERSION,
         }
-        return Generated(event=event, label=None)
+        self.customers.record_order(customer, event_time)
+        label = None
+        if draft.fraud_pattern is not None:
+            label = {
+                "event_id": event_id,
+                "transaction_id": transaction_id,
+                "is_fraud": True,
+                "fraud_pattern": draft.fraud_pattern,
+                "label_time": format_event_time(event_time + self._label_delay),
+            }
+        return Generated(event=event, label=label, kind=draft.kind)
 
+    # -- schedules -----------------------------------------------------------------------
     def events(self, count: int, start: datetime | None = None, rate_per_s: float | None = None) -> Iterator[Generated]:
         """``count`` orders with event times spaced at ``rate_per_s`` from ``start``."""
-        start = start or datetime.now(timezone.utc)
-        step = timedelta(seconds=1.0 / (rate_per_s or self.settings.rate_per_s))
+        start = start or datetime.now(UTC)
+        step = 1.0 / (rate_per_s or self.settings.rate_per_s)
         for i in range(count):
-            yield self.generate(start + step * i)
+            yield self.generate(start + timedelta(seconds=step * i))
+
+    def backfill(self, count: int, days: float | None = None, end: datetime | None = None) -> Iterator[Generated]:
+        """``count`` orders over the ``days`` before ``end``, following the daily and weekly curve."""
+        end = end or datetime.now(UTC)
+        start = end - timedelta(days=days if days is not None else self.settings.backfill_days)
+        for when in curve_times(self._time_rng, count, start, end):
+            yield self.generate(when)
