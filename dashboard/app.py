@@ -29,7 +29,9 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
     )
     nav = dbc.NavbarSimple(
         brand="E-commerce lakehouse",
-        children=[dbc.NavItem(dbc.NavLink(page["name"], href=page["relative_path"])) for page in dash.page_registry.values()],
+        children=[
+            dbc.NavItem(dbc.NavLink(page["name"], href=page["relative_path"])) for page in dash.page_registry.values()
+        ],
         color="dark",
         dark=True,
     )

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ecom.runtime.process import ServiceError
 from ecom.settings import Settings, load_settings
@@ -67,17 +67,24 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from pipelines.silver import job as silver
 
     settings = _settings(args)
-    layers = ["bronze", "silver"] if args.layer == "all" else [args.layer]
     spark = get_spark(settings, f"ecom-stream-{args.layer}")
-    starters: dict[str, Callable] = {"bronze": bronze.start, "silver": silver.start}
+    starters: dict[str, Callable] = {
+        "all": lambda *a, **k: silver.start(*a, mode="ingest", **k),
+        "bronze": bronze.start,
+        "silver": lambda *a, **k: silver.start(*a, mode="silver", **k),
+    }
+    what = {
+        "all": "Kafka -> bronze + silver + PostgreSQL",
+        "bronze": "Kafka -> bronze",
+        "silver": "bronze -> silver + PostgreSQL",
+    }[args.layer]
     if args.once:
-        for layer in layers:  # in order, so silver sees what bronze just wrote
-            print(f"{layer}: processing what is available ...", flush=True)
-            starters[layer](spark, settings, once=True).awaitTermination()
+        print(f"{what}: processing what is available ...", flush=True)
+        starters[args.layer](spark, settings, once=True).awaitTermination()
         print("done")
         return 0
-    queries = [starters[layer](spark, settings) for layer in layers]
-    print(f"streaming {', '.join(layers)}; Ctrl-C to stop", flush=True)
+    queries = [starters[args.layer](spark, settings)]
+    print(f"streaming {what}; Ctrl-C to stop", flush=True)
     try:
         while all(q.isActive for q in queries):
             time.sleep(1)
@@ -128,8 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_generate_arguments(gen)
 
-    stream = add("stream", cmd_stream, "Run the streaming layers (bronze: Kafka->Delta; silver: bronze->silver+PostgreSQL).")
-    stream.add_argument("layer", nargs="?", default="all", choices=["bronze", "silver", "all"], help="which layer (default all)")
+    stream = add("stream", cmd_stream, "Run the streaming layers.")
+    stream.add_argument(
+        "layer",
+        nargs="?",
+        default="all",
+        choices=["all", "bronze", "silver"],
+        help="all (default): one query Kafka -> bronze + silver + PostgreSQL; bronze: Kafka -> bronze only; "
+        "silver: rebuild silver from bronze",
+    )
     stream.add_argument("--once", action="store_true", help="process what is available, then stop")
 
     add("dashboard", cmd_dashboard, "Serve the Plotly Dash dashboard (reads PostgreSQL).")

@@ -10,6 +10,7 @@ was queryable in PostgreSQL (the data the dashboard shows).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -75,10 +76,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         if args.duration:
             gen_argv += ["--duration", str(args.duration)]
         gen_args = gen_parser.parse_args(gen_argv)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             run_generate(settings, gen_args)
-        except KeyboardInterrupt:
-            pass
         if not stream.is_running():
             print(f"the streaming job stopped: {stream.log_tail(10)}", file=sys.stderr)
             return 1

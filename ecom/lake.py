@@ -10,7 +10,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql.types import StructType
 
-from ecom.schemas import BRONZE_SCHEMA, QUARANTINE_SCHEMA, SILVER_SCHEMA
+from ecom.schemas import BRONZE_SCHEMA, DUPLICATES_SCHEMA, PROFILE_SCHEMA, QUARANTINE_SCHEMA, SILVER_SCHEMA
 from ecom.settings import Settings
 
 # (layer, table) -> (schema, partition columns)
@@ -18,6 +18,8 @@ TABLES: dict[tuple[str, str], tuple[StructType, tuple[str, ...]]] = {
     ("bronze", "transactions"): (BRONZE_SCHEMA, ("ingest_date",)),
     ("silver", "transactions"): (SILVER_SCHEMA, ("event_date",)),
     ("silver", "quarantine"): (QUARANTINE_SCHEMA, ()),
+    ("silver", "duplicates"): (DUPLICATES_SCHEMA, ()),
+    ("silver", "customer_profiles"): (PROFILE_SCHEMA, ()),
 }
 
 

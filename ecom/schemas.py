@@ -71,6 +71,13 @@ BRONZE_SCHEMA = T.StructType(
 )
 
 # silver/transactions: one row per valid order event (unique event_id).
+SILVER_BASE_COLUMNS = (
+    "event_id", "transaction_id", "event_time", "customer_id", "customer_email_hash", "items", "item_count",
+    "amount", "currency", "payment_method", "channel", "device_id", "ip_country", "shipping_country",
+    "schema_version", "event_date", "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
+    "processed_time", "pipeline_version",
+)  # fmt: skip
+SCORE_COLUMNS = ("fraud_score", "is_fraud", "model_version", "fraud_reasons")
 SILVER_SCHEMA = T.StructType(
     [
         T.StructField("event_id", T.StringType(), False),
@@ -89,8 +96,39 @@ SILVER_SCHEMA = T.StructType(
         T.StructField("shipping_country", T.StringType(), True),
         T.StructField("schema_version", T.IntegerType(), False),
         T.StructField("event_date", T.DateType(), False),
+        # history features (ml.features; only orders before this one)
+        T.StructField("amount_value", T.DoubleType(), True),
+        T.StructField("hour_of_day", T.IntegerType(), True),
+        T.StructField("day_of_week", T.IntegerType(), True),
+        T.StructField("prior_tx_count", T.LongType(), True),
+        T.StructField("prior_avg_amount", T.DoubleType(), True),
+        T.StructField("amount_to_avg_ratio", T.DoubleType(), True),
+        T.StructField("amount_zscore", T.DoubleType(), True),
+        T.StructField("seconds_since_last_order", T.DoubleType(), True),
+        T.StructField("is_new_device", T.BooleanType(), True),
+        T.StructField("is_new_ip_country", T.BooleanType(), True),
+        T.StructField("is_country_mismatch", T.BooleanType(), True),
+        # fraud scoring (null until a model is registered)
+        T.StructField("fraud_score", T.DoubleType(), True),
+        T.StructField("is_fraud", T.BooleanType(), True),
+        T.StructField("model_version", T.StringType(), True),
+        T.StructField("fraud_reasons", T.ArrayType(T.StringType()), True),
+        # lineage
         *KAFKA_COORDINATES.fields,
         T.StructField("processed_time", T.TimestampType(), False),
+        T.StructField("pipeline_version", T.StringType(), False),
+    ]
+)
+
+# silver/duplicates: one row per Kafka record whose event_id was already in
+# silver (or earlier in the same micro-batch), so that
+# bronze = silver + quarantine + duplicates can be checked at any time.
+DUPLICATES_SCHEMA = T.StructType(
+    [
+        T.StructField("event_id", T.StringType(), False),
+        T.StructField("event_date", T.DateType(), False),
+        *KAFKA_COORDINATES.fields,
+        T.StructField("detected_time", T.TimestampType(), False),
         T.StructField("pipeline_version", T.StringType(), False),
     ]
 )
@@ -103,5 +141,22 @@ QUARANTINE_SCHEMA = T.StructType(
         T.StructField("reasons", T.ArrayType(T.StringType()), False),
         T.StructField("quarantined_time", T.TimestampType(), False),
         T.StructField("pipeline_version", T.StringType(), False),
+    ]
+)
+
+# silver/customer_profiles: one row per customer, the running history that the
+# features of the customer's next order are computed from (ml.features).
+PROFILE_SCHEMA = T.StructType(
+    [
+        T.StructField("customer_id", T.StringType(), False),
+        T.StructField("tx_count", T.LongType(), False),
+        T.StructField("amount_sum", T.DoubleType(), False),
+        T.StructField("amount_sumsq", T.DoubleType(), False),
+        T.StructField("first_order_time", T.TimestampType(), True),
+        T.StructField("last_order_time", T.TimestampType(), True),
+        T.StructField("devices", T.ArrayType(T.StringType()), False),
+        T.StructField("ip_countries", T.ArrayType(T.StringType()), False),
+        T.StructField("customer_email_hash", T.StringType(), True),
+        T.StructField("updated_time", T.TimestampType(), False),
     ]
 )

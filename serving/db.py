@@ -12,9 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import psycopg2
 import psycopg2.extensions
@@ -112,15 +113,42 @@ def upsert_rows(
     _copy_rows(cur, stage, columns, rows)
     cols = ", ".join(columns)
     keys = ", ".join(key)
-    conflict = (
-        "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in update) if update else "DO NOTHING"
-    )
+    conflict = "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in update) if update else "DO NOTHING"
     cur.execute(
         f"INSERT INTO {table} ({cols}) "
         f"SELECT DISTINCT ON ({keys}) {cols} FROM {stage} ORDER BY {keys} "
         f"ON CONFLICT ({keys}) {conflict}"
     )
     return cur.rowcount
+
+
+@dataclass(frozen=True)
+class TableWrite:
+    """Rows to merge into one table on ``key``; ``update`` lists the columns overwritten on conflict."""
+
+    table: str
+    columns: Sequence[str]
+    key: Sequence[str]
+    rows: Sequence[Sequence]
+    update: Sequence[str] | None = None
+
+
+def commit_batch_writes(conn, sink: str, batch_id: int, writes: Sequence[TableWrite]) -> list[int] | None:
+    """Apply one micro-batch's writes exactly once, in one database transaction.
+
+    Returns the rows written per table, or None if ``(sink, batch_id)`` was
+    already committed (a replayed batch changes nothing).
+    """
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (sink,))
+        if batch_seen(cur, sink, batch_id):
+            return None
+        written = [upsert_rows(cur, w.table, w.columns, w.key, w.rows, w.update) for w in writes]
+        cur.execute(
+            "INSERT INTO pipeline_batches (sink, batch_id, row_count) VALUES (%s, %s, %s)",
+            (sink, batch_id, sum(len(w.rows) for w in writes)),
+        )
+        return written
 
 
 def commit_batch(
@@ -133,14 +161,6 @@ def commit_batch(
     rows: Sequence[Sequence],
     update: Sequence[str] | None = None,
 ) -> int | None:
-    """Upsert one micro-batch exactly once: None if ``(sink, batch_id)`` was already committed."""
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (sink,))
-        if batch_seen(cur, sink, batch_id):
-            return None
-        written = upsert_rows(cur, table, columns, key, rows, update)
-        cur.execute(
-            "INSERT INTO pipeline_batches (sink, batch_id, row_count) VALUES (%s, %s, %s)",
-            (sink, batch_id, len(rows)),
-        )
-        return written
+    """``commit_batch_writes`` for a single table: rows written, or None for a replayed batch."""
+    result = commit_batch_writes(conn, sink, batch_id, [TableWrite(table, columns, key, rows, update)])
+    return None if result is None else result[0]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dash
-import pandas as pd
 import dash_bootstrap_components as dbc
+import pandas as pd
 from dash import Input, Output, callback, dcc, html
 
 from dashboard import ids

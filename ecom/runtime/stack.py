@@ -69,7 +69,9 @@ def up(settings: Settings, log=print) -> None:
     if postgres_is_embedded(settings):
         pg = EmbeddedPostgres(settings)
         started = pg.start()
-        log(f"postgres   {'started' if started else 'already running'} on {settings.postgres.host}:{settings.postgres.port}")
+        log(
+            f"postgres   {'started' if started else 'already running'} on {settings.postgres.host}:{settings.postgres.port}"
+        )
     applied = migrate(settings.postgres.dsn)
     log(f"postgres   schema up to date{f' (applied {applied})' if applied else ''}")
     prepare_mlflow(settings)
@@ -103,9 +105,15 @@ def status(settings: Settings) -> list[ServiceStatus]:
     p = settings.postgres
     if postgres_is_embedded(settings):
         pid = EmbeddedPostgres(settings).process.pid()
-        result.append(ServiceStatus("postgres", pid is not None and port_open(p.host, p.port), f"{p.host}:{p.port}/{p.database}", pid))
+        result.append(
+            ServiceStatus(
+                "postgres", pid is not None and port_open(p.host, p.port), f"{p.host}:{p.port}/{p.database}", pid
+            )
+        )
     else:
-        result.append(ServiceStatus("postgres", True, "ECOM_POSTGRES_DSN or configured host", detail="external, not checked"))
+        result.append(
+            ServiceStatus("postgres", True, "ECOM_POSTGRES_DSN or configured host", detail="external, not checked")
+        )
     result.append(ServiceStatus("mlflow", True, settings.mlflow.tracking_uri, detail="local store, no server process"))
     if settings.run_dir.exists():
         for pid_file in sorted(settings.run_dir.glob("*.pid")):

@@ -61,7 +61,9 @@ def start(spark: SparkSession, settings: Settings, once: bool = False) -> Stream
         .partitionBy("ingest_date")
         .option("checkpointLocation", settings.lake.checkpoint(QUERY_NAME))
     )
-    writer = writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.stream.trigger_interval)
+    writer = (
+        writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.stream.trigger_interval)
+    )
     return writer.start(settings.lake.table("bronze", "transactions"))
 
 

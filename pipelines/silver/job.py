@@ -1,19 +1,33 @@
-"""Silver layer: Delta ``bronze/transactions`` -> ``silver/transactions``, ``silver/quarantine``, PostgreSQL.
+"""Silver layer: bronze records -> ``silver/transactions`` (+ quarantine, duplicates, customer profiles) and PostgreSQL.
 
-Input: a Delta stream over bronze (``skipChangeCommits``, so retention deletes
-in bronze do not stop it). Each micro-batch is handled by ``SilverBatch``,
-a named ``foreachBatch`` function whose replay of the same batch id changes
-nothing:
+Each micro-batch is handled by ``SilverBatch``, a named ``foreachBatch``
+function whose replay of the same batch id changes nothing. In order:
 
-- records failing a quality rule -> ``silver/quarantine`` (idempotent append,
-  Delta ``txnAppId``/``txnVersion``), one row per rejected Kafka record;
-- valid records, one per ``event_id`` -> ``silver/transactions`` by MERGE
-  (insert when the event id is new), so duplicates across batches collapse;
-- the same rows -> PostgreSQL ``transactions`` (COPY + ON CONFLICT, batch
-  bookkeeping in the same database transaction).
+1. (ingest mode) the raw records -> ``bronze/transactions``, idempotent append;
+2. records failing a quality rule -> ``silver/quarantine`` with their reasons;
+3. valid records are ranked per ``event_id``; each event is classified
+   against silver by (event_date, event_id): ``new``, ``written`` (this very
+   Kafka record is already there: a replay) or ``duplicate``;
+4. new events, with history features (``ml.features``) computed from the
+   customer profiles before this batch -> ``silver/transactions``;
+5. repeated records -> ``silver/duplicates``;
+6. the customers' profiles -> ``silver/customer_profiles`` (MERGE);
+7. the events and the customers' running totals -> PostgreSQL ``transactions``
+   and ``customers`` in one database transaction with the batch bookkeeping.
+
+Delta writes carry ``txnAppId``/``txnVersion`` (the MERGE through the session
+confs), so a batch replayed after a crash skips what it already committed.
+Every Kafka record thus ends in exactly one of silver, quarantine or duplicates.
+
+Two ways to run it (see docs/architecture.md for why ingest is the default):
+- ``ingest`` (``ecom stream all``): one query reads Kafka and writes bronze and
+  silver in the same micro-batch: lowest latency, and no stream reads bronze,
+  so retention deletes in bronze cannot break anything;
+- ``silver`` (``ecom stream silver``): a Delta stream over bronze
+  (``skipChangeCommits``), to rebuild silver from bronze.
 
 Grain of ``silver/transactions``: one row per valid order event (unique event_id).
-Runs as ``ecom stream silver`` or ``spark-submit pipelines/silver/job.py``.
+Runs as ``ecom stream ...`` or ``spark-submit pipelines/silver/job.py [--mode ingest|silver]``.
 """
 
 from __future__ import annotations
@@ -21,115 +35,216 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+from contextlib import contextmanager
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from ecom import __version__
 from ecom.lake import prepare_lake
+from ecom.schemas import BRONZE_SCHEMA, PROFILE_SCHEMA, SILVER_SCHEMA
 from ecom.secrets import pii_key
 from ecom.settings import Settings, get_settings
+from ml import features
+from pipelines.bronze.job import read_kafka, with_bronze_columns
 from pipelines.silver import transforms as t
 from serving import db
 
-QUERY_NAME = "silver_transactions"
-PG_COLUMNS = (
+QUERY_NAMES = {"ingest": "ingest_transactions", "silver": "silver_transactions"}
+
+TX_COLUMNS = (
     "event_id", "transaction_id", "event_time", "customer_id", "customer_email_hash", "amount", "currency",
     "payment_method", "channel", "item_count", "device_id", "ip_country", "shipping_country",
-    "kafka_partition", "kafka_offset", "processed_time",
+    "fraud_score", "is_fraud", "model_version", "kafka_partition", "kafka_offset", "processed_time",
+)  # fmt: skip
+CUSTOMER_COLUMNS = (
+    "customer_id", "customer_email_hash", "first_order_time", "last_order_time", "order_count", "total_amount",
+    "avg_amount", "updated_at",
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 
-class SilverBatch:
-    """The ``foreachBatch`` function of the silver stream."""
+@contextmanager
+def idempotent_dml(spark: SparkSession, app_id: str, version: int):
+    """Delta's session confs that make a MERGE/UPDATE/DELETE a no-op when (app_id, version) was committed."""
+    spark.conf.set("spark.databricks.delta.write.txnAppId", app_id)
+    spark.conf.set("spark.databricks.delta.write.txnVersion", str(version))
+    try:
+        yield
+    finally:
+        spark.conf.unset("spark.databricks.delta.write.txnAppId")
+        spark.conf.unset("spark.databricks.delta.write.txnVersion")
 
-    def __init__(self, settings: Settings, checkpoint: str):
+
+class SilverBatch:
+    """The ``foreachBatch`` function of the silver (and ingest) stream."""
+
+    def __init__(self, settings: Settings, checkpoint: str, write_bronze: bool):
         self.settings = settings
+        self.write_bronze = write_bronze
         # Batch ids restart with a new checkpoint, so the idempotency keys
         # (Delta txnAppId, PostgreSQL sink) name the checkpoint too.
-        self.sink_id = f"{QUERY_NAME}-{hashlib.sha1(checkpoint.encode()).hexdigest()[:12]}"
+        self.sink_id = f"silver-{hashlib.sha1(checkpoint.encode()).hexdigest()[:12]}"
         self.key = pii_key(settings)
-        self.silver_path = settings.lake.table("silver", "transactions")
-        self.quarantine_path = settings.lake.table("silver", "quarantine")
+        self.lake = settings.lake
         self.dsn = settings.postgres.dsn
+
+    def _append(self, df: DataFrame, layer: str, table: str, batch_id: int) -> None:
+        (
+            df.write.format("delta")
+            .mode("append")
+            .option("txnAppId", f"{self.sink_id}-{layer}-{table}")
+            .option("txnVersion", batch_id)
+            .save(self.lake.table(layer, table))
+        )
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         spark = batch_df.sparkSession
-        checked = batch_df.transform(t.with_parsed_event).transform(t.with_rule_failures).persist()
+        records = batch_df.transform(with_bronze_columns) if self.write_bronze else batch_df
+        records = records.persist()
+        cached = [records]
         try:
-            self.write_quarantine(checked, batch_id)
-            silver = (
-                checked.transform(t.filter_valid)
-                .transform(lambda df: t.to_silver(df, self.key, __version__))
-                .transform(t.filter_first_per_event)
-                .persist()
+            if self.write_bronze:
+                self._append(records, "bronze", "transactions", batch_id)
+            checked = records.transform(t.with_parsed_event).transform(t.with_rule_failures).persist()
+            cached.append(checked)
+            self._append(t.to_quarantine(t.filter_invalid(checked), __version__), "silver", "quarantine", batch_id)
+
+            ranked = t.with_event_rank(t.to_silver(t.filter_valid(checked), self.key, __version__)).persist()
+            cached.append(ranked)
+            dates = [r.event_date for r in ranked.select("event_date").distinct().collect()]
+            if not dates:
+                self._serve(batch_id, [], [])
+                return
+            silver = DeltaTable.forPath(spark, self.lake.table("silver", "transactions")).toDF()
+            existing = silver.filter(F.col("event_date").isin(dates)).select(
+                "event_date", "event_id", "kafka_partition", "kafka_offset"
             )
-            try:
-                self.merge_silver(spark, silver)
-                self.write_postgres(silver, batch_id)
-            finally:
-                silver.unpersist()
+            firsts = t.with_duplicate_status(ranked.filter("event_rank = 1").drop("event_rank"), existing).persist()
+            cached.append(firsts)
+
+            served = firsts.filter("status != 'duplicate'").drop("status")
+            profiles_path = self.lake.table("silver", "customer_profiles")
+            profiles = DeltaTable.forPath(spark, profiles_path).toDF()
+            customers = served.select("customer_id").distinct()
+            prior = profiles.join(F.broadcast(customers), "customer_id", "left_semi")
+            new_rows = (
+                firsts.filter("status = 'new'")
+                .drop("status")
+                .transform(lambda df: features.with_history_features(df, prior))
+                .transform(t.with_unscored_columns)
+                .select(*SILVER_SCHEMA.fieldNames())
+            )
+            self._append(new_rows, "silver", "transactions", batch_id)
+
+            repeats = (
+                ranked.filter("event_rank > 1")
+                .drop("event_rank")
+                .unionByName(firsts.filter("status = 'duplicate'").drop("status"))
+            )
+            self._append(t.to_duplicates(repeats, __version__), "silver", "duplicates", batch_id)
+
+            updated = features.updated_profiles(served, prior).select(*PROFILE_SCHEMA.fieldNames())
+            with idempotent_dml(spark, f"{self.sink_id}-profiles", batch_id):
+                (
+                    DeltaTable.forPath(spark, profiles_path)
+                    .alias("p")
+                    .merge(updated.alias("u"), "p.customer_id = u.customer_id")
+                    .whenMatchedUpdateAll()
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
+            # Read the profiles back: right whether or not the MERGE was a replay no-op.
+            after = (
+                DeltaTable.forPath(spark, profiles_path).toDF().join(F.broadcast(customers), "customer_id", "left_semi")
+            )
+            tx_rows = self._tx_rows(served)
+            self._serve(batch_id, tx_rows, self._customer_rows(after))
         finally:
-            checked.unpersist()
+            for df in cached:
+                df.unpersist()
 
-    def write_quarantine(self, checked: DataFrame, batch_id: int) -> None:
-        (
-            checked.transform(t.filter_invalid)
-            .transform(lambda df: t.to_quarantine(df, __version__))
-            .write.format("delta")
-            .mode("append")
-            .option("txnAppId", self.sink_id + "-quarantine")
-            .option("txnVersion", batch_id)
-            .save(self.quarantine_path)
-        )
+    @staticmethod
+    def _tx_rows(served: DataFrame) -> list[tuple]:
+        silver = served.transform(t.with_unscored_columns).withColumn("item_count", F.size("items"))
+        return [tuple(r) for r in silver.select(*TX_COLUMNS).collect()]
 
-    def merge_silver(self, spark: SparkSession, silver: DataFrame) -> None:
-        (
-            DeltaTable.forPath(spark, self.silver_path)
-            .alias("s")
-            .merge(silver.alias("n"), "s.event_id = n.event_id")
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+    @staticmethod
+    def _customer_rows(profiles: DataFrame) -> list[tuple]:
+        rows = profiles.select(
+            "customer_id",
+            "customer_email_hash",
+            "first_order_time",
+            "last_order_time",
+            F.col("tx_count").alias("order_count"),
+            F.round("amount_sum", 2).alias("total_amount"),
+            F.round(F.col("amount_sum") / F.col("tx_count"), 2).alias("avg_amount"),
+            F.col("updated_time").alias("updated_at"),
+        ).collect()
+        return [tuple(r) for r in rows]
 
-    def write_postgres(self, silver: DataFrame, batch_id: int) -> None:
-        rows = [tuple(r) for r in silver.select(*PG_COLUMNS).collect()]
+    def _serve(self, batch_id: int, tx_rows: list[tuple], customer_rows: list[tuple]) -> None:
         conn = db.connect(self.dsn)
         try:
-            db.commit_batch(conn, self.sink_id + "-pg", batch_id, "transactions", PG_COLUMNS, ("event_id",), rows)
+            db.commit_batch_writes(
+                conn,
+                f"{self.sink_id}-pg",
+                batch_id,
+                [
+                    db.TableWrite("transactions", TX_COLUMNS, ("event_id",), tx_rows),
+                    db.TableWrite(
+                        "customers", CUSTOMER_COLUMNS, ("customer_id",), customer_rows, update=CUSTOMER_COLUMNS[1:]
+                    ),
+                ],
+            )
         finally:
             conn.close()
 
 
-def start(spark: SparkSession, settings: Settings, once: bool = False) -> StreamingQuery:
-    """Start the silver stream over bronze; ``once`` processes what is available and stops."""
+def start(spark: SparkSession, settings: Settings, once: bool = False, mode: str = "ingest") -> StreamingQuery:
+    """Start the stream. ``mode``: ``ingest`` (Kafka -> bronze + silver) or ``silver`` (bronze -> silver)."""
     prepare_lake(spark, settings)
-    checkpoint = settings.lake.checkpoint(QUERY_NAME)
+    name = QUERY_NAMES[mode]
+    checkpoint = settings.lake.checkpoint(name)
+    if mode == "ingest":
+        source = read_kafka(spark, settings)
+    else:
+        source = (
+            spark.readStream.format("delta")
+            .option("skipChangeCommits", "true")
+            .option("maxFilesPerTrigger", 1000)
+            .load(settings.lake.table("bronze", "transactions"))
+            .select(*BRONZE_SCHEMA.fieldNames())
+        )
     writer = (
-        spark.readStream.format("delta")
-        .option("skipChangeCommits", "true")
-        .option("maxFilesPerTrigger", 1000)
-        .load(settings.lake.table("bronze", "transactions"))
-        .writeStream.queryName(QUERY_NAME)
-        .foreachBatch(SilverBatch(settings, checkpoint))
+        source.writeStream.queryName(name)
+        .foreachBatch(SilverBatch(settings, checkpoint, write_bronze=mode == "ingest"))
         .option("checkpointLocation", checkpoint)
     )
-    writer = writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.stream.trigger_interval)
+    writer = (
+        writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.stream.trigger_interval)
+    )
     return writer.start()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Silver stream: bronze -> silver, quarantine, PostgreSQL.")
+    parser = argparse.ArgumentParser(description="Silver stream: Kafka or bronze -> silver, quarantine, PostgreSQL.")
+    parser.add_argument(
+        "--mode",
+        choices=sorted(QUERY_NAMES),
+        default="ingest",
+        help="ingest: Kafka -> bronze + silver (default); silver: bronze -> silver",
+    )
     parser.add_argument("--once", action="store_true", help="process what is available, then stop")
     parser.add_argument("--profile", help="settings profile (default: $ECOM_PROFILE or local)")
     args = parser.parse_args(argv)
     from ecom.spark import get_spark
 
     settings = get_settings(args.profile)
-    start(get_spark(settings, QUERY_NAME), settings, once=args.once).awaitTermination()
+    start(get_spark(settings, QUERY_NAMES[args.mode]), settings, once=args.once, mode=args.mode).awaitTermination()
 
 
 if __name__ == "__main__":

@@ -18,11 +18,13 @@ from pyspark.sql.window import Window
 from ecom.schemas import (
     CHANNELS,
     CURRENCIES,
+    DUPLICATES_SCHEMA,
     EVENT_SCHEMA,
     KAFKA_COORDINATES,
     PAYMENT_METHODS,
     QUARANTINE_SCHEMA,
     SCHEMA_VERSION,
+    SCORE_COLUMNS,
     SILVER_SCHEMA,
 )
 
@@ -70,9 +72,7 @@ def with_rule_failures(parsed_df: DataFrame, rules: dict[str, str] = QUALITY_RUL
     """Adds ``failed_rules``. A malformed payload reports only ``malformed_json``."""
     failures = rule_failures(rules)
     malformed = F.expr(f"NOT coalesce({rules['malformed_json']}, false)") if "malformed_json" in rules else F.lit(False)
-    return parsed_df.withColumn(
-        "failed_rules", F.when(malformed, F.array(F.lit("malformed_json"))).otherwise(failures)
-    )
+    return parsed_df.withColumn("failed_rules", F.when(malformed, F.array(F.lit("malformed_json"))).otherwise(failures))
 
 
 def filter_valid(checked_df: DataFrame) -> DataFrame:
@@ -108,7 +108,10 @@ def normalise_email(email: Column) -> Column:
 
 
 def to_silver(valid_df: DataFrame, pii_key: bytes, pipeline_version: str) -> DataFrame:
-    """Valid parsed rows -> silver rows (``SILVER_SCHEMA`` columns), email pseudonymised."""
+    """Valid parsed rows -> silver rows (``SILVER_BASE_COLUMNS``), email pseudonymised.
+
+    History features (``ml.features``) and scores are added afterwards.
+    """
     e = "event."
     event_time = F.to_timestamp(F.col(e + "event_time"))
     return valid_df.select(
@@ -145,10 +148,51 @@ def to_quarantine(invalid_df: DataFrame, pipeline_version: str) -> DataFrame:
     ).select(*QUARANTINE_SCHEMA.fieldNames())
 
 
-def filter_first_per_event(silver_df: DataFrame) -> DataFrame:
-    """One row per ``event_id`` within a (micro-)batch: the earliest Kafka record wins."""
+def with_unscored_columns(df: DataFrame) -> DataFrame:
+    """Adds the fraud-score columns as nulls: the row is not scored (no model yet)."""
+    types = {f.name: f.dataType for f in SILVER_SCHEMA.fields}
+    for name in SCORE_COLUMNS:
+        df = df.withColumn(name, F.lit(None).cast(types[name]))
+    return df
+
+
+def with_event_rank(silver_df: DataFrame) -> DataFrame:
+    """Adds ``event_rank``: 1 for the earliest Kafka record of each event_id in the batch, 2, 3... for repeats."""
     first = Window.partitionBy("event_id").orderBy("kafka_partition", "kafka_offset")
-    return silver_df.withColumn("_rank", F.row_number().over(first)).filter(F.col("_rank") == 1).drop("_rank")
+    return silver_df.withColumn("event_rank", F.row_number().over(first))
 
 
-SILVER_COLUMNS = tuple(SILVER_SCHEMA.fieldNames())
+def with_duplicate_status(firsts: DataFrame, existing: DataFrame) -> DataFrame:
+    """Adds ``status`` to one row per event: ``new``, ``written`` (this very record is in silver
+    already: a replayed batch) or ``duplicate`` (silver holds the event from another record).
+
+    ``existing`` has event_date, event_id, kafka_partition, kafka_offset of silver rows.
+    """
+    e = existing.select(
+        "event_date",
+        "event_id",
+        F.col("kafka_partition").alias("_e_partition"),
+        F.col("kafka_offset").alias("_e_offset"),
+    )
+    same_record = (F.col("_e_partition") == F.col("kafka_partition")) & (F.col("_e_offset") == F.col("kafka_offset"))
+    return (
+        firsts.join(e, ["event_date", "event_id"], "left")
+        .withColumn(
+            "status",
+            F.when(F.col("_e_offset").isNull(), F.lit("new"))
+            .when(same_record, F.lit("written"))
+            .otherwise(F.lit("duplicate")),
+        )
+        .drop("_e_partition", "_e_offset")
+    )
+
+
+def to_duplicates(df: DataFrame, pipeline_version: str) -> DataFrame:
+    """Repeated records -> ``DUPLICATES_SCHEMA`` rows."""
+    return df.select(
+        "event_id",
+        "event_date",
+        *[F.col(f.name) for f in KAFKA_COORDINATES.fields],
+        F.current_timestamp().alias("detected_time"),
+        F.lit(pipeline_version).alias("pipeline_version"),
+    ).select(*DUPLICATES_SCHEMA.fieldNames())

@@ -2,7 +2,6 @@
 
 import datetime as dt
 import shutil
-import subprocess
 import sys
 import uuid
 
@@ -14,11 +13,22 @@ from serving.queries import overview_kpis
 
 pytestmark = pytest.mark.e2e
 
-COLUMNS = ("event_id", "transaction_id", "event_time", "customer_id", "amount", "currency", "payment_method", "channel", "item_count", "processed_time")
+COLUMNS = (
+    "event_id",
+    "transaction_id",
+    "event_time",
+    "customer_id",
+    "amount",
+    "currency",
+    "payment_method",
+    "channel",
+    "item_count",
+    "processed_time",
+)
 
 
 def add_orders(dsn: str, n: int) -> None:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     rows = [(str(uuid.uuid4()), "t", now, f"C{i}", "12.34", "USD", "paypal", "web", 1, now) for i in range(n)]
     conn = db.connect(dsn)
     try:
@@ -76,5 +86,7 @@ def test_dashboard_shows_live_growing_numbers(stack, dashboard, browser, tmp_pat
     add_orders(dsn, 7)  # new data arrives: the page refreshes by itself
     expected = f"{int(overview_kpis(dsn)['transactions']):,}"
     assert wait_until(lambda: shown() == expected, 30), f"dashboard shows {shown()!r}, database has {expected}"
-    assert browser.find_elements(By.CSS_SELECTOR, f"#{ids.OVERVIEW_TIMESERIES} .bars, #{ids.OVERVIEW_TIMESERIES} .trace")
+    assert browser.find_elements(
+        By.CSS_SELECTOR, f"#{ids.OVERVIEW_TIMESERIES} .bars, #{ids.OVERVIEW_TIMESERIES} .trace"
+    )
     browser.save_screenshot(str(tmp_path / "dashboard.png"))

@@ -5,14 +5,13 @@ bad messages; the counts must agree at every layer.
 """
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from deltalake import DeltaTable
 from kafka import KafkaConsumer, TopicPartition
 
 from ecom.runtime.kafka import ensure_topics
-from pipelines.bronze import job as bronze
 from pipelines.silver import job as silver
 from serving.db import connection
 from simulator.generator import TransactionSimulator
@@ -43,7 +42,7 @@ def test_counts_agree_in_kafka_bronze_silver_and_postgres(stack, spark, tmp_path
     ensure_topics(settings)
 
     sim = TransactionSimulator(settings.simulator, seed=42)
-    events = list(sim.events(EVENTS, start=datetime.now(timezone.utc), rate_per_s=1000))
+    events = list(sim.events(EVENTS, start=datetime.now(UTC), rate_per_s=1000))
     producer = TransactionProducer(settings)
     for generated in events:
         producer.send(generated)
@@ -53,8 +52,7 @@ def test_counts_agree_in_kafka_bronze_silver_and_postgres(stack, spark, tmp_path
     producer.close()
     assert producer.stats.failed == 0
 
-    bronze.start(spark, settings, once=True).awaitTermination()
-    silver.start(spark, settings, once=True).awaitTermination()
+    silver.start(spark, settings, once=True).awaitTermination()  # ingest: Kafka -> bronze + silver
 
     produced = end_offsets_total(settings)
     bronze_n = delta_rows(settings.lake.table("bronze", "transactions"))
@@ -65,14 +63,16 @@ def test_counts_agree_in_kafka_bronze_silver_and_postgres(stack, spark, tmp_path
         cur.execute("SELECT count(*) FROM transactions WHERE event_id = ANY(%s)", (ids,))
         pg_n = cur.fetchone()[0]
 
+    duplicates_n = delta_rows(settings.lake.table("silver", "duplicates"))
     assert produced == EVENTS + 3
     assert bronze_n == produced
     assert quarantine_n == 2
+    assert duplicates_n == 1
     assert silver_n == EVENTS
+    assert bronze_n == silver_n + quarantine_n + duplicates_n
     assert pg_n == EVENTS
 
-    # Running the stages again finds nothing new and changes nothing.
-    bronze.start(spark, settings, once=True).awaitTermination()
+    # Running again finds nothing new and changes nothing.
     silver.start(spark, settings, once=True).awaitTermination()
     assert delta_rows(settings.lake.table("silver", "transactions")) == EVENTS
     assert delta_rows(settings.lake.table("bronze", "transactions")) == produced

@@ -16,7 +16,7 @@ COLUMNS = (
 
 
 def row(event_id, amount="10.00"):
-    now = dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
     return (event_id, "t", now, "C1", amount, "USD", "card", "web", 1, now)
 
 
@@ -37,7 +37,12 @@ def test_replayed_batch_changes_nothing_and_duplicates_in_batch_collapse(stack):
         # the same batch id again (a replay after a crash): nothing happens
         assert db.commit_batch(conn, sink, 7, "transactions", COLUMNS, ("event_id",), [row(prefix + "c")]) is None
         # a later batch with an already-served event adds only the new one
-        assert db.commit_batch(conn, sink, 8, "transactions", COLUMNS, ("event_id",), [row(prefix + "b"), row(prefix + "d")]) == 1
+        assert (
+            db.commit_batch(
+                conn, sink, 8, "transactions", COLUMNS, ("event_id",), [row(prefix + "b"), row(prefix + "d")]
+            )
+            == 1
+        )
     finally:
         conn.close()
     assert count(dsn, "event_id LIKE %s", (prefix + "%",)) == 3

@@ -31,7 +31,11 @@ def test_bronze_keeps_payload_as_received_with_kafka_coordinates(spark):
     got = kafka_df.transform(with_bronze_columns)
     assert got.columns == BRONZE_SCHEMA.fieldNames()
     expected = spark.createDataFrame(
-        [("C1", '{"event_id": "e1"}', "t", 0, 10, ts), (None, "not json at all", "t", 2, 11, ts), ("C3", None, "t", 1, 12, ts)],
+        [
+            ("C1", '{"event_id": "e1"}', "t", 0, 10, ts),
+            (None, "not json at all", "t", 2, 11, ts),
+            ("C3", None, "t", 1, 12, ts),
+        ],
         "kafka_key string, payload string, kafka_topic string, kafka_partition int, kafka_offset long, kafka_timestamp timestamp",
     )
     assert_df_equality(got.drop("ingest_time", "ingest_date"), expected, ignore_nullable=True, ignore_row_order=True)

@@ -5,7 +5,7 @@ import json
 import pytest
 from chispa import assert_df_equality
 
-from ecom.schemas import BRONZE_SCHEMA, QUARANTINE_SCHEMA, SILVER_SCHEMA
+from ecom.schemas import BRONZE_SCHEMA, QUARANTINE_SCHEMA, SILVER_BASE_COLUMNS
 from pipelines.silver import transforms as t
 
 TS = dt.datetime(2026, 11, 25, 12, 0, 0)
@@ -93,7 +93,7 @@ def test_malformed_payload_reports_only_malformed_json(spark):
 def test_to_silver_pseudonymises_email_with_hmac_and_derives_columns(spark):
     checked = bronze(spark, [json.dumps(GOOD)]).transform(t.with_parsed_event).transform(t.with_rule_failures)
     silver = t.to_silver(t.filter_valid(checked), KEY, "test")
-    assert silver.columns == SILVER_SCHEMA.fieldNames()
+    assert tuple(silver.columns) == SILVER_BASE_COLUMNS
     row = silver.collect()[0]
     assert row.customer_email_hash == t.hmac_sha256_hex_py("alice@example.com", KEY)
     assert "alice" not in str(row.asDict()).lower()
@@ -115,17 +115,33 @@ def test_to_quarantine_keeps_payload_coordinates_and_reasons(spark):
     q = t.to_quarantine(t.filter_invalid(checked), "test")
     assert q.columns == QUARANTINE_SCHEMA.fieldNames()
     got = q.select("payload", "kafka_offset", "reasons")
-    expected = spark.createDataFrame([("{oops", 1, ["malformed_json"])], "payload string, kafka_offset long, reasons array<string>")
+    expected = spark.createDataFrame(
+        [("{oops", 1, ["malformed_json"])], "payload string, kafka_offset long, reasons array<string>"
+    )
     assert_df_equality(got, expected, ignore_nullable=True)
 
 
-def test_filter_first_per_event_keeps_the_earliest_record(spark):
+def test_event_rank_orders_repeats_by_kafka_position(spark):
     df = spark.createDataFrame(
         [("e1", 0, 5, "late"), ("e1", 0, 3, "early"), ("e2", 1, 9, "only"), (None, 2, 1, "null id")],
         "event_id string, kafka_partition int, kafka_offset long, tag string",
     )
     expected = spark.createDataFrame(
-        [("e1", 0, 3, "early"), ("e2", 1, 9, "only"), (None, 2, 1, "null id")],
-        "event_id string, kafka_partition int, kafka_offset long, tag string",
+        [("e1", 0, 5, "late", 2), ("e1", 0, 3, "early", 1), ("e2", 1, 9, "only", 1), (None, 2, 1, "null id", 1)],
+        "event_id string, kafka_partition int, kafka_offset long, tag string, event_rank int",
     )
-    assert_df_equality(t.filter_first_per_event(df), expected, ignore_row_order=True)
+    assert_df_equality(t.with_event_rank(df), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_duplicate_status_tells_new_replayed_and_repeated_records(spark):
+    d = dt.date(2026, 11, 25)
+    firsts = spark.createDataFrame(
+        [("new", d, 0, 1), ("replayed", d, 0, 2), ("repeat", d, 1, 7), ("other-day", dt.date(2026, 11, 24), 0, 3)],
+        "event_id string, event_date date, kafka_partition int, kafka_offset long",
+    )
+    existing = spark.createDataFrame(
+        [("replayed", d, 0, 2), ("repeat", d, 2, 4), ("other-day", d, 0, 3), ("unrelated", d, 0, 0)],
+        "event_id string, event_date date, kafka_partition int, kafka_offset long",
+    )
+    got = {r.event_id: r.status for r in t.with_duplicate_status(firsts, existing).collect()}
+    assert got == {"new": "new", "replayed": "written", "repeat": "duplicate", "other-day": "new"}
