@@ -65,15 +65,17 @@ def services(settings: Settings) -> Iterator[bool]:
 
 
 @contextmanager
-def scratch_topics(settings: Settings, prefix: str, partitions: dict[str, int]) -> Iterator[dict[str, str]]:
-    """Fresh topics ``<prefix>-<timestamp>-<suffix>`` (suffix -> partitions), deleted afterwards."""
+def scratch_topics(
+    settings: Settings, prefix: str, partitions: dict[str, int], configs: dict[str, str] | None = None
+) -> Iterator[dict[str, str]]:
+    """Fresh topics ``<prefix>-<timestamp>-<suffix>`` (suffix -> partitions, optional topic configs), deleted afterwards."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     stamp = time.strftime("%Y%m%d%H%M%S")
     names = {suffix: f"{prefix}-{stamp}-{suffix}" for suffix in partitions}
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers.split(","))
     try:
-        admin.create_topics([NewTopic(names[s], n, 1) for s, n in partitions.items()])
+        admin.create_topics([NewTopic(names[s], n, 1, topic_configs=configs or {}) for s, n in partitions.items()])
         deadline = time.monotonic() + 30
         while not set(names.values()) <= set(admin.list_topics()) and time.monotonic() < deadline:
             time.sleep(0.2)

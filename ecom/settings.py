@@ -59,6 +59,7 @@ class ProducerSettings(_Section):
     linger_ms: int
     max_in_flight: int
     delivery_timeout_ms: int
+    max_block_ms: int = 60000  # how long send() may wait for metadata or buffer space
 
 
 class SimulatorSettings(_Section):

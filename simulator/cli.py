@@ -51,6 +51,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers", type=_positive(int), help="backfill: producer processes (default: simulator.workers)"
     )
     parser.add_argument("--topic", help="orders topic (default: kafka.topics.transactions)")
+    parser.add_argument("--labels-topic", help="fraud labels topic (default: kafka.topics.labels)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -65,6 +66,7 @@ def _report(result: RunResult) -> int:
 
 def run_generate(settings: Settings, args: argparse.Namespace) -> int:
     topic = getattr(args, "topic", None)
+    labels_topic = getattr(args, "labels_topic", None)
     backfill_days = getattr(args, "backfill_days", None)
     progress = not args.no_progress
     if backfill_days is not None:
@@ -80,11 +82,12 @@ def run_generate(settings: Settings, args: argparse.Namespace) -> int:
             days=backfill_days,
             end=getattr(args, "end", None),
             topic=topic,
+            labels_topic=labels_topic,
             progress=progress,
         )
         return _report(result)
     rate = args.rate or settings.simulator.rate_per_s
     sim = TransactionSimulator(settings.simulator, seed=args.seed)
-    producer = TransactionProducer(settings, topic=topic)
+    producer = TransactionProducer(settings, topic=topic, labels_topic=labels_topic)
     result = run_live(settings, producer, sim, rate, count=args.count, duration=args.duration, progress=progress)
     return _report(result)

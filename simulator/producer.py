@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from ecom.settings import Settings
@@ -103,6 +104,7 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
         linger_ms=p.linger_ms,
         max_in_flight_requests_per_connection=p.max_in_flight,
         delivery_timeout_ms=p.delivery_timeout_ms,
+        max_block_ms=p.max_block_ms,
         key_serializer=str.encode,
         partitioner=KeyHashPartitioner(),
     )
@@ -185,7 +187,11 @@ class TransactionProducer:
             stats.first_send = time.monotonic()
         stats.sent += 1
         stats.bytes += len(value)
-        future = self.producer.send(topic, key=key, value=value)
+        try:
+            future = self.producer.send(topic, key=key, value=value)
+        except KafkaError as exc:  # refused before it left the client (no metadata, too large, buffer full)
+            stats.error(exc)
+            return
         future.add_callback(on_ok or stats.ok)
         future.add_errback(stats.error)
 
