@@ -66,7 +66,7 @@ WHOLE_UNIT_CURRENCIES = frozenset({"JPY"})
 CHEAP_CATEGORIES = ("grocery", "beauty", "books")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Product:
     product_id: str
     category: str
@@ -144,7 +144,12 @@ class Catalogue:
         """The candidate whose price is nearest to the target on a log scale."""
         log_target = math.log(target_cents)
         log_price = self.log_price
-        return min(candidates, key=lambda i: abs(log_price[i] - log_target))
+        best, best_gap = candidates[0], math.inf
+        for i in candidates:
+            gap = abs(log_price[i] - log_target)
+            if gap < best_gap:
+                best, best_gap = i, gap
+        return best
 
     def basket(self, rng: random.Random, target_usd_cents: float, n_lines: int) -> list[tuple[int, int]]:
         """Lines ``(product index, quantity)`` near a target value; later lines prefer companions."""

@@ -54,7 +54,7 @@ PERSONAS = (
 PERSONA_BY_NAME = {p.name: p for p in PERSONAS}
 
 
-@dataclass
+@dataclass(slots=True)
 class Customer:
     index: int
     customer_id: str

@@ -22,7 +22,7 @@ CARD_TEST_BURST = (3, 9)  # orders per card-testing burst (inclusive)
 FRAUD_PAYMENT = (("card", 0.7), ("gift_card", 0.2), ("paypal", 0.1))
 
 
-@dataclass
+@dataclass(slots=True)
 class Draft:
     """An order before it becomes an event: who, what, from where."""
 
