@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from ecom.runtime.process import ServiceError
 from ecom.settings import Settings, load_settings
@@ -108,10 +109,23 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from ecom.reconcile import reconcile
+
+    report = reconcile(_settings(args), since=args.since, until=args.until, allow_pending=args.allow_pending)
+    print(report.to_json() if args.json else "\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ecom.demo import run_demo
 
     return run_demo(_settings(args), args)
+
+
+def _timestamp(text: str) -> datetime:
+    ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
         "silver: rebuild silver from bronze",
     )
     stream.add_argument("--once", action="store_true", help="process what is available, then stop")
+
+    rec = add(
+        "reconcile",
+        cmd_reconcile,
+        "Check Kafka, bronze, silver, quarantine, duplicates and PostgreSQL agree; exit 1 if not.",
+    )
+    rec.add_argument("--since", type=_timestamp, help="only records with Kafka timestamp >= this (ISO-8601, UTC)")
+    rec.add_argument("--until", type=_timestamp, help="only records with Kafka timestamp < this (ISO-8601, UTC)")
+    rec.add_argument("--allow-pending", action="store_true", help="records not yet in bronze are not a failure")
+    rec.add_argument("--json", action="store_true", help="print one JSON object")
 
     add("dashboard", cmd_dashboard, "Serve the Plotly Dash dashboard (reads PostgreSQL).")
 

@@ -46,7 +46,7 @@ def spark(settings: Settings):
 
 
 def isolated_settings(settings: Settings, root, name: str) -> Settings:
-    """Settings with a fresh topic, lake and checkpoint root: a test sees only its own data."""
+    """Settings with a fresh topic, lake, checkpoint root and database name: a test sees only its own data."""
     topic = f"{settings.kafka.transactions_topic}-{name}"
     topics = {**settings.kafka.topics, "transactions": topic}
     partitions = {**settings.kafka.partitions, topic: 3}
@@ -54,5 +54,30 @@ def isolated_settings(settings: Settings, root, name: str) -> Settings:
         update={
             "kafka": settings.kafka.model_copy(update={"topics": topics, "partitions": partitions}),
             "lake": settings.lake.model_copy(update={"root": f"{root}/lake", "checkpoints": f"{root}/checkpoints"}),
+            "postgres": settings.postgres.model_copy(update={"database": f"test_{name}".replace("-", "_")}),
         }
     )
+
+
+@pytest.fixture
+def isolated(stack: Settings, tmp_path):
+    """Isolated settings (own topic, lake, database) with the topic created and the database migrated."""
+    import uuid
+
+    import psycopg2
+
+    from ecom.runtime.kafka import ensure_topics
+    from serving.db import migrate
+
+    settings = isolated_settings(stack, tmp_path, uuid.uuid4().hex[:10])
+    admin_dsn = stack.postgres.dsn.rsplit("/", 1)[0] + "/postgres"
+    conn = psycopg2.connect(admin_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {settings.postgres.database}")
+    migrate(settings.postgres.dsn)
+    ensure_topics(settings)
+    yield settings
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {settings.postgres.database} WITH (FORCE)")
+    conn.close()

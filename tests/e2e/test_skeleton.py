@@ -4,19 +4,17 @@ Real broker, real Delta tables, real PostgreSQL. A few thousand events plus
 bad messages; the counts must agree at every layer.
 """
 
-import uuid
 from datetime import UTC, datetime
 
 import pytest
 from deltalake import DeltaTable
 from kafka import KafkaConsumer, TopicPartition
 
-from ecom.runtime.kafka import ensure_topics
+from ecom.reconcile import reconcile
 from pipelines.silver import job as silver
 from serving.db import connection
 from simulator.generator import TransactionSimulator
 from simulator.producer import TransactionProducer
-from tests.conftest import isolated_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -37,9 +35,8 @@ def delta_rows(path: str) -> int:
     return DeltaTable(path).to_pyarrow_dataset().count_rows()
 
 
-def test_counts_agree_in_kafka_bronze_silver_and_postgres(stack, spark, tmp_path):
-    settings = isolated_settings(stack, tmp_path, f"e2e-{uuid.uuid4().hex[:8]}")
-    ensure_topics(settings)
+def test_counts_agree_in_kafka_bronze_silver_and_postgres(isolated, spark):
+    settings = isolated
 
     sim = TransactionSimulator(settings.simulator, seed=42)
     events = list(sim.events(EVENTS, start=datetime.now(UTC), rate_per_s=1000))
@@ -76,3 +73,9 @@ def test_counts_agree_in_kafka_bronze_silver_and_postgres(stack, spark, tmp_path
     silver.start(spark, settings, once=True).awaitTermination()
     assert delta_rows(settings.lake.table("silver", "transactions")) == EVENTS
     assert delta_rows(settings.lake.table("bronze", "transactions")) == produced
+
+    report = reconcile(settings)
+    assert report.ok, report.lines()
+    assert (report.produced, report.silver, report.quarantine, report.duplicates, report.postgres) == (
+        EVENTS + 3, EVENTS, 2, 1, EVENTS,
+    )  # fmt: skip

@@ -5,7 +5,11 @@ from dashboard.figures import make_payment_figure, make_timeseries_figure
 
 def test_timeseries_figure_plots_orders_and_revenue():
     df = pd.DataFrame(
-        {"minute": pd.to_datetime(["2026-11-25 10:00", "2026-11-25 10:01"]), "transactions": [3, 5], "revenue": [30.0, 55.5]}
+        {
+            "minute": pd.to_datetime(["2026-11-25 10:00", "2026-11-25 10:01"]),
+            "transactions": [3, 5],
+            "revenue": [30.0, 55.5],
+        }
     )
     fig = make_timeseries_figure(df)
     assert [trace.name for trace in fig.data] == ["orders", "revenue"]
