@@ -11,6 +11,9 @@ broker confirmed. Both show a tqdm progress bar with rate and totals.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import queue
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -156,17 +159,21 @@ def _worker(
                 if i % PROGRESS_EVERY == 0:
                     progress[shard] = i
         else:
+            stop: list[int] = []  # Ctrl-C (or the parent) asks to stop: finish the current order, then flush
+            signal.signal(signal.SIGINT, lambda signum, _frame: stop.append(signum))
             for i, generated in enumerate(stream, 1):
                 producer.send(generated)
                 if i == 1:
                     report["first_event_time"] = generated.event["event_time"]
+                report["last_event_time"] = generated.event["event_time"]
                 if i % PROGRESS_EVERY == 0:
                     progress[shard] = i
-            if count:
-                report["last_event_time"] = generated.event["event_time"]
+                    if stop:
+                        break
         producer.close()
-        progress[shard] = count
         stats = producer.stats
+        report["sent"] = stats.sent - stats.labels_sent
+        progress[shard] = report["sent"]
         report.update(
             delivered=stats.delivered,
             labels=stats.labels_delivered,
@@ -177,7 +184,9 @@ def _worker(
             errors=stats.errors,
         )
     except BaseException as exc:  # report, never lose a worker's failure silently
-        report.update(delivered=0, labels=0, failed=count, bytes=0, first_send=None, last_ack=None, errors=[repr(exc)])
+        report.update(
+            sent=count, delivered=0, labels=0, failed=count, bytes=0, first_send=None, last_ack=None, errors=[repr(exc)]
+        )
         results.put(report)
         raise
     results.put(report)
@@ -242,13 +251,21 @@ def run_parallel(
     result = RunResult()
     outcomes = []
     bar = tqdm(total=count, unit="tx", desc=desc, disable=not progress, mininterval=0.5, smoothing=0.05)
+    interrupted = False
     try:
         while len(outcomes) < workers:
             try:
                 outcomes.append(results.get(timeout=0.5))
-            except Exception:  # queue.Empty: report progress, check the workers are alive
+            except queue.Empty:  # report progress, check the workers are alive
                 if not any(p.is_alive() for p in procs) and results.empty():
                     break
+            except KeyboardInterrupt:  # ask the workers to stop; they flush and report
+                if interrupted:
+                    raise
+                interrupted = True
+                for p in procs:
+                    if p.is_alive() and p.pid:
+                        os.kill(p.pid, signal.SIGINT)
             bar.update(sum(done) - bar.n)
         bar.update(sum(done) - bar.n)
     finally:
@@ -269,7 +286,7 @@ def run_parallel(
             last_ack=o["last_ack"],
             errors=o["errors"],
         )
-        result.add(stats, shares[o["shard"]])
+        result.add(stats, o["sent"])
         first, last = o["first_event_time"], o["last_event_time"]
         if first and (result.first_event_time is None or first < result.first_event_time):
             result.first_event_time = first
