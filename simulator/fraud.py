@@ -174,3 +174,11 @@ def hard_negative(rng: random.Random, draft: Draft, catalogue) -> None:
     else:  # gift_abroad
         draft.shipping_country = foreign_country(rng, c.country, TRAVEL_COUNTRIES + COUNTRY_CODES)
         draft.lines = catalogue.basket(rng, c.baseline_usd_cents * rng.uniform(1.0, 3.0), rng.randint(1, 2))
+
+
+# Single-order patterns by name (card testing is driven by its bursts).
+SINGLE_ORDER_PATTERNS = {
+    "account_takeover": account_takeover,
+    "amount_spike": amount_spike,
+    "geo_mismatch": geo_mismatch,
+}

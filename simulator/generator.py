@@ -153,7 +153,7 @@ class TransactionSimulator:
                 if burst["left"] > 0:
                     injector.pending.append(burst)
             else:
-                getattr(fraud, pattern)(rng, draft, self.catalogue)
+                fraud.SINGLE_ORDER_PATTERNS[pattern](rng, draft, self.catalogue)
             draft.kind = draft.fraud_pattern = pattern
             return draft
         draft = self._normal_draft(customer)
