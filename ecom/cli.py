@@ -117,6 +117,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from ml.train import run_train
+
+    return run_train(_settings(args), args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ecom.demo import run_demo
 
@@ -169,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--until", type=_timestamp, help="only records with Kafka timestamp < this (ISO-8601, UTC)")
     rec.add_argument("--allow-pending", action="store_true", help="records not yet in bronze are not a failure")
     rec.add_argument("--json", action="store_true", help="print one JSON object")
+
+    train = add(
+        "train",
+        cmd_train,
+        "Train the fraud models on silver history, evaluate on held-out data, register in MLflow (docs/fraud.md).",
+    )
+    from ml.train import add_train_arguments
+
+    add_train_arguments(train)
 
     add("dashboard", cmd_dashboard, "Serve the Plotly Dash dashboard (reads PostgreSQL).")
 

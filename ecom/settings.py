@@ -139,7 +139,24 @@ class MlflowSettings(_Section):
 
 
 class FraudSettings(_Section):
+    """Fraud scoring and training (ml/; docs/fraud.md). Defaults keep older profile files valid."""
+
     alert_threshold: float
+    alert_rate: float = 0.02  # share of training orders calibrated to score >= alert_threshold
+    n_estimators: int = 200
+    max_samples: int = 256
+    random_state: int = 42
+    model_features: list[str] | None = None  # derived model inputs (ml.model.DERIVED_FEATURES); None = default set
+    holdout_fraction: float = 0.2  # newest share of silver (by event_time) held out for evaluation
+    min_train_rows: int = 1000
+    reasons_min_score: float = 50  # reasons are worded for orders scoring at least this
+    reason_max_share: float = 0.03  # a value rarer than this share of training orders is a reason
+    champion_tolerance: float = 0.0  # a retrained forest becomes champion if its PR-AUC >= champion's - this
+    challenger_enabled: bool = True
+    challenger_alias: str = "challenger"
+    challenger_min_gain: float = 0.02  # PR-AUC gain over the champion a challenger needs to be promoted
+    challenger_max_iter: int = 200
+    challenger_learning_rate: float = 0.1
 
 
 class RetentionSettings(_Section):

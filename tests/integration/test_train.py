@@ -1,0 +1,105 @@
+"""``ecom train`` against real parts: a Delta silver table, labels on the real broker, a local MLflow registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from benchmarks.fraud import simulate, with_features
+from ml import registry
+from ml.model import INPUT_COLUMNS
+from ml.train import SILVER_COLUMNS, run_train
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def trained_setup(stack, spark, tmp_path):
+    """Isolated settings: a silver table from 12,000 simulated orders, their labels on a fresh topic, an empty registry."""
+    from kafka import KafkaProducer
+
+    from ecom.runtime.kafka import ensure_topics
+
+    topic = f"fraud-labels-{uuid.uuid4().hex[:8]}"
+    settings = stack.model_copy(
+        update={
+            "kafka": stack.kafka.model_copy(
+                update={
+                    "topics": {**stack.kafka.topics, "labels": topic},
+                    "partitions": {**stack.kafka.partitions, topic: 1},
+                }
+            ),
+            "lake": stack.lake.model_copy(update={"root": str(tmp_path / "lake")}),
+            "mlflow": stack.mlflow.model_copy(
+                update={
+                    "tracking_uri": f"sqlite:///{tmp_path}/mlflow/mlflow.db",
+                    "artifact_root": str(tmp_path / "artifacts"),
+                }
+            ),
+        }
+    )
+    ensure_topics(settings)
+    orders = simulate(settings, seed=5, count=12_000, days=30, end=datetime(2026, 2, 1, tzinfo=UTC))
+    silver = with_features(spark, orders)
+    from deltalake import write_deltalake
+
+    write_deltalake(settings.lake.table("silver", "transactions"), silver[list(SILVER_COLUMNS)])
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    fraud = orders[orders["label_is_fraud"]]
+    for row in fraud.itertuples():
+        label = {"event_id": row.event_id, "transaction_id": "T", "is_fraud": True, "fraud_pattern": row.label_pattern,
+                 "label_time": row.event_time.isoformat()}  # fmt: skip
+        producer.send(topic, json.dumps(label).encode())
+    producer.flush()
+    producer.close()
+    return settings, silver, len(fraud)
+
+
+def args(**kw) -> argparse.Namespace:
+    base = {
+        "silver": None,
+        "labels_topic": None,
+        "holdout_fraction": None,
+        "no_challenger": False,
+        "promote_challenger": False,
+    }
+    return argparse.Namespace(**(base | kw))
+
+
+def test_train_registers_a_champion_that_loads_and_scores(trained_setup, capsys):
+    settings, silver, n_labels = trained_setup
+    assert registry.load_champion(settings) is None  # nothing registered: no exception
+    assert registry.champion_version(settings) is None
+
+    assert run_train(settings, args()) == 0
+    printed = capsys.readouterr().out
+    assert f"{n_labels:,} fraud labels" in printed and "ROC-AUC" in printed and "recall account_takeover" in printed
+
+    version = registry.champion_version(settings)
+    assert version == "1"  # the forest is registered first and becomes champion
+    assert registry.alias_version(settings, settings.fraud.challenger_alias) == "2"  # challenger, not serving
+    scorer, loaded = registry.load_champion(settings)
+    assert loaded == version and scorer.kind == "isolation_forest"
+    out = scorer.score(silver.tail(500))
+    assert out["fraud_score"].between(0, 100).all() and len(out) == 500
+
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}@{settings.mlflow.alias}")
+    inputs = {c["name"] for c in model.metadata.get_input_schema().to_dict()}
+    assert inputs == set(INPUT_COLUMNS)  # no label in the model's signature
+    run = mlflow.get_run(model.metadata.run_id)
+    assert run.data.metrics["roc_auc"] > 0.8 and "pr_auc" in run.data.metrics
+    assert "recall_account_takeover" in run.data.metrics and run.data.params["model_kind"] == "isolation_forest"
+
+    # a second training: the challenger may only take over with the flag, and only if it wins by the rule
+    assert run_train(settings, args(promote_challenger=True)) == 0
+    champion = registry.champion_version(settings)
+    kind = registry.load_champion(settings)[0].kind
+    challenger = registry.alias_version(settings, settings.fraud.challenger_alias)
+    assert challenger == "4"
+    assert champion in {"3", "4"} and (kind == "gradient_boosting") == (champion == "4")
