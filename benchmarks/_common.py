@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from importlib import metadata
+from pathlib import Path
 
 from ecom.settings import Settings, load_settings
 
@@ -38,6 +39,17 @@ def machine_info() -> dict:
     if hasattr(os, "getloadavg"):
         info["load_avg_1m_at_start"] = round(os.getloadavg()[0], 2)
     return info
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc), or None if unknown."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def log(message: str) -> None:

@@ -19,9 +19,11 @@ running (and stops only what it started), sends into its own scratch topics
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-from benchmarks._common import bench_settings, emit, log, machine_info, scratch_topics, services
+from benchmarks._common import bench_settings, emit, log, machine_info, process_cpu_seconds, scratch_topics, services
+from ecom.runtime.kafka import EmbeddedKafka
 from ecom.settings import Settings
 from simulator.generator import TransactionSimulator
 from simulator.producer import TransactionProducer
@@ -36,9 +38,11 @@ def _epoch_s(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def throughput(result: RunResult) -> dict:
+def throughput(result: RunResult, broker_cpu_s: float | None) -> dict:
+    """Rates of one run, plus CPU per order (producers and broker) since the machine may be shared."""
     seconds = result.ack_seconds
-    return {
+    n = max(1, result.transactions)
+    out = {
         "tx_per_s": round(result.tx_per_s, 1),
         "mb_per_s": round(result.bytes / seconds / 1e6, 2) if seconds else 0.0,
         "events": result.transactions,
@@ -46,7 +50,23 @@ def throughput(result: RunResult) -> dict:
         "delivered": result.delivered,
         "failed": result.failed,
         "seconds": round(seconds, 3),
+        "producer_cpu_us_per_tx": round(1e6 * result.cpu_seconds / n, 1),
     }
+    if broker_cpu_s is not None:
+        out["broker_cpu_us_per_tx"] = round(1e6 * broker_cpu_s / n, 1)
+        # What the cores would sustain if only this benchmark and the broker ran (an estimate, not a measurement).
+        per_tx = (result.cpu_seconds + broker_cpu_s) / n
+        out["cpu_bound_tx_per_s_estimate"] = round((os.cpu_count() or 1) / per_tx, 0) if per_tx else None
+    return out
+
+
+def measured(settings: Settings, run) -> dict:
+    """``run()`` -> RunResult, with the broker's CPU time over the run."""
+    broker_pid = EmbeddedKafka(settings).process.pid() if settings.kafka.embedded else None
+    before = process_cpu_seconds(broker_pid)
+    result = run()
+    after = process_cpu_seconds(broker_pid)
+    return throughput(result, after - before if before is not None and after is not None else None), result
 
 
 def rate_accuracy(settings: Settings, topic: str, labels_topic: str, rate: float, seconds: float, seed: int) -> dict:
@@ -118,18 +138,20 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
         )
         log(f"throughput: {args.events} orders from {workers} processes at the configured producer settings ...")
-        main_run = run_parallel(settings, args.events, desc="configured", **common)
-        out.update(throughput(main_run))
+        numbers, main_run = measured(settings, lambda: run_parallel(settings, args.events, desc="configured", **common))
+        out.update(numbers)
         if main_run.errors:
             out["errors"] = main_run.errors[:5]
         if not args.no_producer_only:
             log("producer only: orders generated and serialised before the clock starts ...")
-            out["producer_only"] = throughput(
-                run_parallel(settings, args.events, pregenerate=True, desc="pre-serialised", **common)
+            out["producer_only"], _ = measured(
+                settings, lambda: run_parallel(settings, args.events, pregenerate=True, desc="pre-serialised", **common)
             )
         if not args.no_tuned:
             log(f"tuned comparison (not the configuration): {TUNED} ...")
-            tuned = throughput(run_parallel(settings, args.events, producer_overrides=TUNED, desc="tuned", **common))
+            tuned, _ = measured(
+                settings, lambda: run_parallel(settings, args.events, producer_overrides=TUNED, desc="tuned", **common)
+            )
             out["tuned"] = {"producer_overrides": TUNED, **tuned}
         rates = [float(r) for r in args.rates.split(",") if r.strip()]
         if rates and args.rate_seconds > 0:

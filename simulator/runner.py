@@ -40,6 +40,7 @@ class RunResult:
     first_send: float | None = None
     last_ack: float | None = None
     wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of the producing processes (all threads)
     first_event_time: str | None = None
     last_event_time: str | None = None
     errors: list[str] = field(default_factory=list)
@@ -143,7 +144,8 @@ def _worker(
     results,
 ) -> None:
     """One worker process: its share of customers, one producer, its share of the orders."""
-    report = {"shard": shard, "first_event_time": None, "last_event_time": None}
+    report = {"shard": shard, "first_event_time": None, "last_event_time": None, "cpu_s": 0.0}
+    cpu_start = time.process_time()
     try:
         sim = TransactionSimulator(settings.simulator, seed, shard=shard, shards=shards, expected_orders=count)
         producer = TransactionProducer(settings, make_producer(settings, **producer_overrides), topic, labels_topic)
@@ -154,6 +156,7 @@ def _worker(
             stream = (sim.generate(now) for _ in range(count))
         if pregenerate:  # producer-only measurement: generation and JSON before the clock starts
             payloads = [(g.event["customer_id"], encode(g.event)) for g in stream]
+            cpu_start = time.process_time()
             for i, (key, value) in enumerate(payloads, 1):
                 producer.send_raw(key, value)
                 if i % PROGRESS_EVERY == 0:
@@ -174,6 +177,7 @@ def _worker(
         stats = producer.stats
         report["sent"] = stats.sent - stats.labels_sent
         progress[shard] = report["sent"]
+        report["cpu_s"] = time.process_time() - cpu_start
         report.update(
             delivered=stats.delivered,
             labels=stats.labels_delivered,
@@ -287,6 +291,7 @@ def run_parallel(
             errors=o["errors"],
         )
         result.add(stats, o["sent"])
+        result.cpu_seconds += o["cpu_s"]
         first, last = o["first_event_time"], o["last_event_time"]
         if first and (result.first_event_time is None or first < result.first_event_time):
             result.first_event_time = first
