@@ -11,10 +11,12 @@ launching the worker processes to the last broker acknowledgement) when
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from datetime import UTC, datetime
 
-from benchmarks._common import bench_settings, emit, log, machine_info, scratch_topics, services
+from benchmarks._common import bench_settings, emit, log, machine_info, process_cpu_seconds, scratch_topics, services
+from ecom.runtime.kafka import EmbeddedKafka
 from simulator.runner import run_parallel
 
 
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         out["started_services"] = started_here
         log(f"backfill: {args.count} orders over {args.days:g} days from {workers} processes ...")
         end = datetime.now(UTC)
+        broker_pid = EmbeddedKafka(settings).process.pid() if settings.kafka.embedded else None
+        broker_before = process_cpu_seconds(broker_pid)
         t0 = time.monotonic()
         result = run_parallel(
             settings,
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
         )
         seconds = time.monotonic() - t0
+        broker_after = process_cpu_seconds(broker_pid)
     out.update(
         {
             "seconds": round(seconds, 2),
@@ -60,8 +65,13 @@ def main(argv: list[str] | None = None) -> int:
             "failed": result.failed,
             "first_event_time": result.first_event_time,
             "last_event_time": result.last_event_time,
+            "producer_cpu_s": round(result.cpu_seconds, 1),
         }
     )
+    if broker_before is not None and broker_after is not None:
+        out["broker_cpu_s"] = round(broker_after - broker_before, 1)
+        # Wall time if the cores ran only this backfill and the broker (an estimate, not a measurement).
+        out["cpu_bound_seconds_estimate"] = round((result.cpu_seconds + out["broker_cpu_s"]) / (os.cpu_count() or 1), 1)
     if args.count == 1_000_000:
         out["backfill_1m_seconds"] = out["seconds"]
     if result.errors:
