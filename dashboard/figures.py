@@ -45,3 +45,20 @@ def make_payment_figure(df: pd.DataFrame) -> go.Figure:
     fig = go.Figure(go.Pie(labels=df["payment_method"], values=df["revenue"], hole=0.45))
     fig.update_layout(title=title, template=TEMPLATE, margin={"l": 20, "r": 20, "t": 50, "b": 20})
     return fig
+
+
+def make_score_histogram_figure(df: pd.DataFrame, threshold: float) -> go.Figure:
+    """Scored orders per fraud-score bucket, with the alert threshold marked."""
+    title = "Fraud score distribution"
+    if df.empty:
+        return _empty(title, "no scored orders yet")
+    colors = ["#cc0000" if start >= threshold else "#2a9fd6" for start in df["bucket_start"]]
+    fig = go.Figure(go.Bar(x=df["bucket_start"], y=df["orders"], marker_color=colors, name="orders"))
+    fig.add_vline(x=threshold, line_dash="dash", line_color="#ff8800", annotation_text=f"alert at {threshold:g}")
+    fig.update_layout(
+        title=title,
+        template=TEMPLATE,
+        xaxis={"title": "score", "range": [0, 100]},
+        yaxis={"title": "orders", "type": "log"},
+    )
+    return fig

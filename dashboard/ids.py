@@ -10,3 +10,8 @@ OVERVIEW_ALERTS = "overview-alerts"
 OVERVIEW_LAST_EVENT = "overview-last-event"
 OVERVIEW_TIMESERIES = "overview-timeseries"
 OVERVIEW_PAYMENT = "overview-payment"
+
+FRAUD_ALERT_COUNT = "fraud-alert-count"
+FRAUD_ALERT_RATE = "fraud-alert-rate"
+FRAUD_SCORE_HISTOGRAM = "fraud-score-histogram"
+FRAUD_ALERTS_TABLE = "fraud-alerts-table"

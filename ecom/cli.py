@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add("demo", cmd_demo, "Start everything, stream live orders and serve the dashboard until Ctrl-C.")
     demo.add_argument("--rate", type=float, help="orders per second (default: simulator.rate_per_s)")
     demo.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    demo.add_argument("--backfill-days", type=int, default=30, help="history for the first model (default 30)")
+    demo.add_argument("--backfill-count", type=int, default=60000, help="orders in that history (default 60,000)")
+    demo.add_argument("--skip-training", action="store_true", help="do not train a first model; rows stay unscored")
     return parser
 
 

@@ -1,8 +1,10 @@
 """``ecom demo``: the whole pipeline on embedded defaults, ending with a live dashboard.
 
-Starts the stack (what is not running), the streaming layers and the dashboard
-as background processes, then generates live orders in the foreground until
-Ctrl-C (or ``--duration``). On the way out it stops everything it started.
+Starts the stack (what is not running); on a fresh stack with no registered
+fraud model, backfills history, streams it into silver and trains a first model
+(so scoring works from the first live order); then starts the stream and the
+dashboard as background processes and generates live orders in the foreground
+until Ctrl-C (or ``--duration``). On the way out it stops everything it started.
 It prints the dashboard's address and how long it took until the first order
 was queryable in PostgreSQL (the data the dashboard shows).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -39,12 +42,37 @@ def _watch_first_data(settings: Settings, started: float, done: threading.Event)
         done.wait(0.5)
 
 
+def _run_step(what: str, cmd: list[str], env: dict[str, str]) -> None:
+    print(f"\n--- {what}", flush=True)
+    if subprocess.run(cmd, env={**os.environ, **env}).returncode != 0:
+        raise ServiceError(f"{what} failed (command: {' '.join(cmd[2:])})")
+
+
+def bootstrap_model(settings: Settings, env: dict[str, str], days: int, count: int) -> None:
+    """No model registered yet: backfill history, build silver from it, train and register one."""
+    from ml.registry import champion_version
+
+    if champion_version(settings) is not None:
+        return
+    print(f"no fraud model registered yet: training one on {count:,} backfilled orders over {days} days", flush=True)
+    cli = [sys.executable, "-m", "ecom.cli"]
+    _run_step(
+        f"backfill {count:,} orders over {days} days",
+        [*cli, "generate", "--backfill-days", str(days), "--count", str(count)],
+        env,
+    )
+    _run_step("stream the backfill into bronze and silver", [*cli, "stream", "all", "--once"], env)
+    _run_step("train and register the fraud model", [*cli, "train"], env)
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     started = time.monotonic()
     env = {"ECOM_PROFILE": settings.profile, "PYTHONUNBUFFERED": "1"}
     kafka_was_running = EmbeddedKafka(settings).is_running()
     pg_was_running = EmbeddedPostgres(settings).is_running()
     stack.up(settings)
+    if not args.skip_training:
+        bootstrap_model(settings, env, args.backfill_days, args.backfill_count)
     run_dir = settings.run_dir
     stream = ManagedProcess("stream", run_dir)
     dash_proc = ManagedProcess("dashboard", run_dir)

@@ -10,7 +10,14 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql.types import StructType
 
-from ecom.schemas import BRONZE_SCHEMA, DUPLICATES_SCHEMA, PROFILE_SCHEMA, QUARANTINE_SCHEMA, SILVER_SCHEMA
+from ecom.schemas import (
+    ALERT_SCHEMA,
+    BRONZE_SCHEMA,
+    DUPLICATES_SCHEMA,
+    PROFILE_SCHEMA,
+    QUARANTINE_SCHEMA,
+    SILVER_SCHEMA,
+)
 from ecom.settings import Settings
 
 # (layer, table) -> (schema, partition columns)
@@ -20,6 +27,7 @@ TABLES: dict[tuple[str, str], tuple[StructType, tuple[str, ...]]] = {
     ("silver", "quarantine"): (QUARANTINE_SCHEMA, ()),
     ("silver", "duplicates"): (DUPLICATES_SCHEMA, ()),
     ("silver", "customer_profiles"): (PROFILE_SCHEMA, ()),
+    ("silver", "fraud_alerts"): (ALERT_SCHEMA, ("event_date",)),
 }
 
 

@@ -160,3 +160,21 @@ PROFILE_SCHEMA = T.StructType(
         T.StructField("updated_time", T.TimestampType(), False),
     ]
 )
+
+# silver/fraud_alerts: one row per order scored at or above the alert threshold
+# (alert_id is derived from event_id, so a replay cannot make a second alert).
+ALERT_SCHEMA = T.StructType(
+    [
+        T.StructField("alert_id", T.StringType(), False),
+        T.StructField("event_id", T.StringType(), False),
+        T.StructField("transaction_id", T.StringType(), False),
+        T.StructField("customer_id", T.StringType(), False),
+        T.StructField("amount", T.DecimalType(12, 2), False),
+        T.StructField("fraud_score", T.DoubleType(), False),
+        T.StructField("reasons", T.ArrayType(T.StringType()), False),
+        T.StructField("model_version", T.StringType(), True),
+        T.StructField("event_time", T.TimestampType(), False),
+        T.StructField("event_date", T.DateType(), False),
+        T.StructField("created_at", T.TimestampType(), False),
+    ]
+)

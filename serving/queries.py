@@ -71,3 +71,26 @@ def table_counts(dsn: str) -> dict[str, int]:
             cur.execute(f"SELECT count(*) FROM {table}")
             counts[table] = cur.fetchone()[0]
         return counts
+
+
+def fraud_summary(dsn: str) -> dict:
+    """Alert count, scored orders and the share of scored orders that alerted."""
+    sql = """
+        SELECT (SELECT count(*) FROM fraud_alerts) AS alerts,
+               count(*) FILTER (WHERE fraud_score IS NOT NULL) AS scored,
+               count(*) AS orders
+        FROM transactions
+    """
+    row = _frame(dsn, sql).iloc[0].to_dict()
+    row["alert_rate"] = row["alerts"] / row["scored"] if row["scored"] else 0.0
+    return row
+
+
+def fraud_score_distribution(dsn: str, bins: int = 20) -> pd.DataFrame:
+    """Scored orders per score bucket of width 100/bins: ``bucket_start, orders``."""
+    width = 100 / bins
+    sql = """
+        SELECT least(floor(fraud_score / %s), %s - 1) * %s AS bucket_start, count(*) AS orders
+        FROM transactions WHERE fraud_score IS NOT NULL GROUP BY 1 ORDER BY 1
+    """
+    return _frame(dsn, sql, (width, bins, width))

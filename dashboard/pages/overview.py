@@ -12,7 +12,7 @@ from dashboard.figures import make_payment_figure, make_timeseries_figure
 from ecom.settings import get_settings
 from serving import queries
 
-dash.register_page(__name__, path="/", name="Overview", title="Overview")
+dash.register_page(__name__, path="/", name="Overview", title="Overview", order=0)
 
 
 def _card(title: str, value_id: str) -> dbc.Card:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 from contextlib import contextmanager
 
@@ -48,6 +49,7 @@ from ecom.schemas import BRONZE_SCHEMA, PROFILE_SCHEMA, SILVER_SCHEMA
 from ecom.secrets import pii_key
 from ecom.settings import Settings, get_settings
 from ml import features
+from ml.scoring import ChampionTracker, with_fraud_scores
 from pipelines.bronze.job import read_kafka, with_bronze_columns
 from pipelines.silver import transforms as t
 from serving import db
@@ -58,6 +60,10 @@ TX_COLUMNS = (
     "event_id", "transaction_id", "event_time", "customer_id", "customer_email_hash", "amount", "currency",
     "payment_method", "channel", "item_count", "device_id", "ip_country", "shipping_country",
     "fraud_score", "is_fraud", "model_version", "kafka_partition", "kafka_offset", "processed_time",
+)  # fmt: skip
+ALERT_COLUMNS = (
+    "alert_id", "event_id", "transaction_id", "customer_id", "amount", "fraud_score", "reasons", "model_version",
+    "event_time", "created_at",
 )  # fmt: skip
 CUSTOMER_COLUMNS = (
     "customer_id", "customer_email_hash", "first_order_time", "last_order_time", "order_count", "total_amount",
@@ -91,6 +97,8 @@ class SilverBatch:
         self.key = pii_key(settings)
         self.lake = settings.lake
         self.dsn = settings.postgres.dsn
+        self.champion = ChampionTracker(settings)
+        self._producer = None
 
     def _append(self, df: DataFrame, layer: str, table: str, batch_id: int) -> None:
         (
@@ -103,6 +111,7 @@ class SilverBatch:
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         spark = batch_df.sparkSession
+        model = self.champion.refresh(spark)  # a moved registry alias takes over here, at the batch boundary
         records = batch_df.transform(with_bronze_columns) if self.write_bronze else batch_df
         records = records.persist()
         cached = [records]
@@ -117,20 +126,17 @@ class SilverBatch:
             cached.append(ranked)
             dates = [r.event_date for r in ranked.select("event_date").distinct().collect()]
             if not dates:
-                self._serve(batch_id, [], [])
+                self._serve(batch_id, [], [], [])
                 return
-            silver = DeltaTable.forPath(spark, self.lake.table("silver", "transactions")).toDF()
-            existing = silver.filter(F.col("event_date").isin(dates)).select(
-                "event_date", "event_id", "kafka_partition", "kafka_offset"
-            )
+            existing = self._silver(spark, dates).select("event_date", "event_id", "kafka_partition", "kafka_offset")
             firsts = t.with_duplicate_status(ranked.filter("event_rank = 1").drop("event_rank"), existing).persist()
             cached.append(firsts)
 
-            served = firsts.filter("status != 'duplicate'").drop("status")
             profiles_path = self.lake.table("silver", "customer_profiles")
-            profiles = DeltaTable.forPath(spark, profiles_path).toDF()
-            customers = served.select("customer_id").distinct()
-            prior = profiles.join(F.broadcast(customers), "customer_id", "left_semi")
+            customers = firsts.filter("status != 'duplicate'").select("customer_id").distinct()
+            prior = (
+                DeltaTable.forPath(spark, profiles_path).toDF().join(F.broadcast(customers), "customer_id", "left_semi")
+            )
             new_rows = (
                 firsts.filter("status = 'new'")
                 .drop("status")
@@ -138,6 +144,8 @@ class SilverBatch:
                 .transform(t.with_unscored_columns)
                 .select(*SILVER_SCHEMA.fieldNames())
             )
+            if model is not None:
+                new_rows = with_fraud_scores(new_rows, *model, self.settings.fraud.alert_threshold)
             self._append(new_rows, "silver", "transactions", batch_id)
 
             repeats = (
@@ -146,6 +154,17 @@ class SilverBatch:
                 .unionByName(firsts.filter("status = 'duplicate'").drop("status"))
             )
             self._append(t.to_duplicates(repeats, __version__), "silver", "duplicates", batch_id)
+
+            # Everything downstream reads back what silver holds for this batch's events, so a
+            # replayed batch serves exactly what the first attempt wrote (scores included).
+            keys = firsts.filter("status != 'duplicate'").select("event_date", "event_id")
+            served = (
+                self._silver(spark, dates).join(F.broadcast(keys), ["event_date", "event_id"], "left_semi").persist()
+            )
+            cached.append(served)
+            alerts = t.to_alerts(served).persist()
+            cached.append(alerts)
+            self._append(alerts, "silver", "fraud_alerts", batch_id)
 
             updated = features.updated_profiles(served, prior).select(*PROFILE_SCHEMA.fieldNames())
             with idempotent_dml(spark, f"{self.sink_id}-profiles", batch_id):
@@ -161,16 +180,21 @@ class SilverBatch:
             after = (
                 DeltaTable.forPath(spark, profiles_path).toDF().join(F.broadcast(customers), "customer_id", "left_semi")
             )
-            tx_rows = self._tx_rows(served)
-            self._serve(batch_id, tx_rows, self._customer_rows(after))
+            alert_rows = [tuple(r) for r in alerts.select(*ALERT_COLUMNS).collect()]
+            self._serve(batch_id, self._tx_rows(served), self._customer_rows(after), alert_rows)
+            self._publish_alerts(batch_id, alerts)
         finally:
             for df in cached:
                 df.unpersist()
 
+    def _silver(self, spark: SparkSession, dates: list) -> DataFrame:
+        """Silver rows of the given event dates (partition pruned)."""
+        table = DeltaTable.forPath(spark, self.lake.table("silver", "transactions")).toDF()
+        return table.filter(F.col("event_date").isin(dates))
+
     @staticmethod
     def _tx_rows(served: DataFrame) -> list[tuple]:
-        silver = served.transform(t.with_unscored_columns).withColumn("item_count", F.size("items"))
-        return [tuple(r) for r in silver.select(*TX_COLUMNS).collect()]
+        return [tuple(r) for r in served.select(*TX_COLUMNS).collect()]
 
     @staticmethod
     def _customer_rows(profiles: DataFrame) -> list[tuple]:
@@ -186,7 +210,7 @@ class SilverBatch:
         ).collect()
         return [tuple(r) for r in rows]
 
-    def _serve(self, batch_id: int, tx_rows: list[tuple], customer_rows: list[tuple]) -> None:
+    def _serve(self, batch_id: int, tx_rows: list[tuple], customer_rows: list[tuple], alert_rows: list[tuple]) -> None:
         conn = db.connect(self.dsn)
         try:
             db.commit_batch_writes(
@@ -198,10 +222,58 @@ class SilverBatch:
                     db.TableWrite(
                         "customers", CUSTOMER_COLUMNS, ("customer_id",), customer_rows, update=CUSTOMER_COLUMNS[1:]
                     ),
+                    db.TableWrite("fraud_alerts", ALERT_COLUMNS, ("event_id",), alert_rows),
                 ],
             )
         finally:
             conn.close()
+
+    def _publish_alerts(self, batch_id: int, alerts: DataFrame) -> None:
+        """Alerts -> Kafka ``fraud-alerts``, once per batch (bookkeeping row after the broker confirmed)."""
+        sink = f"{self.sink_id}-kafka-alerts"
+        conn = db.connect(self.dsn)
+        try:
+            with conn, conn.cursor() as cur:
+                if db.batch_seen(cur, sink, batch_id):
+                    return
+            messages = [alert_message(r.asDict()) for r in alerts.collect()]
+            if messages:
+                producer = self._alert_producer()
+                for key, value in messages:
+                    producer.send(self.settings.kafka.alerts_topic, key=key, value=value)
+                producer.flush()
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO pipeline_batches (sink, batch_id, row_count) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                    (sink, batch_id, len(messages)),
+                )
+        finally:
+            conn.close()
+
+    def _alert_producer(self):
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.settings.kafka.bootstrap_servers.split(","), acks="all", linger_ms=5
+            )
+        return self._producer
+
+
+def alert_message(alert: dict) -> tuple[bytes, bytes]:
+    """(key, value) of one ``fraud-alerts`` message: the architecture's alert contract, keyed by customer."""
+    payload = {
+        "alert_id": alert["alert_id"],
+        "event_id": alert["event_id"],
+        "transaction_id": alert["transaction_id"],
+        "customer_id": alert["customer_id"],
+        "amount": float(alert["amount"]),
+        "fraud_score": alert["fraud_score"],
+        "reasons": list(alert["reasons"]),
+        "model_version": alert["model_version"],
+        "created_at": alert["created_at"].strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+    }
+    return alert["customer_id"].encode(), json.dumps(payload, separators=(",", ":")).encode()
 
 
 def start(spark: SparkSession, settings: Settings, once: bool = False, mode: str = "ingest") -> StreamingQuery:

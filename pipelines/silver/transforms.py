@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from ecom.schemas import (
+    ALERT_SCHEMA,
     CHANNELS,
     CURRENCIES,
     DUPLICATES_SCHEMA,
@@ -196,3 +197,29 @@ def to_duplicates(df: DataFrame, pipeline_version: str) -> DataFrame:
         F.current_timestamp().alias("detected_time"),
         F.lit(pipeline_version).alias("pipeline_version"),
     ).select(*DUPLICATES_SCHEMA.fieldNames())
+
+
+def to_alerts(scored_df: DataFrame) -> DataFrame:
+    """Orders flagged ``is_fraud`` -> ``ALERT_SCHEMA`` rows; alert_id is a UUID derived from event_id."""
+    digest = F.sha2(F.concat(F.lit("fraud-alert:"), F.col("event_id")), 256)
+    alert_id = F.concat_ws(
+        "-", F.substring(digest, 1, 8), F.substring(digest, 9, 4), F.substring(digest, 13, 4),
+        F.substring(digest, 17, 4), F.substring(digest, 21, 12),
+    )  # fmt: skip
+    return (
+        scored_df.filter(F.col("is_fraud"))
+        .select(
+            alert_id.alias("alert_id"),
+            "event_id",
+            "transaction_id",
+            "customer_id",
+            "amount",
+            "fraud_score",
+            F.coalesce(F.col("fraud_reasons"), F.array().cast("array<string>")).alias("reasons"),
+            "model_version",
+            "event_time",
+            "event_date",
+            F.col("processed_time").alias("created_at"),
+        )
+        .select(*ALERT_SCHEMA.fieldNames())
+    )

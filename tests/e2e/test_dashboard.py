@@ -37,6 +37,17 @@ def add_orders(dsn: str, n: int) -> None:
         conn.close()
 
 
+def text_of(browser, element_id: str) -> str:
+    """The element's text, or "" while the page has not rendered it yet."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return browser.find_element(By.ID, element_id).text
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
 @pytest.fixture
 def dashboard(stack, tmp_path):
     settings = stack
@@ -78,7 +89,7 @@ def test_dashboard_shows_live_growing_numbers(stack, dashboard, browser, tmp_pat
     browser.get(dashboard)
 
     def shown() -> str:
-        return browser.find_element(By.ID, ids.OVERVIEW_TX_COUNT).text
+        return text_of(browser, ids.OVERVIEW_TX_COUNT)
 
     expected = f"{int(overview_kpis(dsn)['transactions']):,}"
     assert wait_until(lambda: shown() == expected, 30), f"dashboard shows {shown()!r}, database has {expected}"
@@ -90,3 +101,36 @@ def test_dashboard_shows_live_growing_numbers(stack, dashboard, browser, tmp_pat
         By.CSS_SELECTOR, f"#{ids.OVERVIEW_TIMESERIES} .bars, #{ids.OVERVIEW_TIMESERIES} .trace"
     )
     browser.save_screenshot(str(tmp_path / "dashboard.png"))
+
+
+def test_fraud_page_lists_alerts_with_reasons(stack, dashboard, browser):
+
+    from dashboard import ids
+    from serving.queries import fraud_summary
+
+    dsn = stack.postgres.dsn
+    event_id = str(uuid.uuid4())
+    now = dt.datetime.now(dt.UTC)
+    reason = f"amount 14x the customer's average ({event_id[:8]})"
+    row = (f"a-{event_id}", event_id, "t-fraud", "C-fraud", "999.00", 97.5, [reason], "7", now, now)
+    cols = (
+        "alert_id",
+        "event_id",
+        "transaction_id",
+        "customer_id",
+        "amount",
+        "fraud_score",
+        "reasons",
+        "model_version",
+        "event_time",
+        "created_at",
+    )
+    conn = db.connect(dsn)
+    try:
+        db.commit_batch(conn, f"dash-alert-{event_id}", 0, "fraud_alerts", cols, ("event_id",), [row])
+    finally:
+        conn.close()
+    browser.get(dashboard + "fraud")
+    expected = f"{int(fraud_summary(dsn)['alerts']):,}"
+    assert wait_until(lambda: text_of(browser, ids.FRAUD_ALERT_COUNT) == expected, 30)
+    assert wait_until(lambda: reason in text_of(browser, ids.FRAUD_ALERTS_TABLE), 30)

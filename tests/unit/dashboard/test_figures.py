@@ -28,3 +28,12 @@ def test_payment_figure_uses_revenue_per_method():
     fig = make_payment_figure(df)
     assert list(fig.data[0].labels) == ["card", "paypal"]
     assert list(fig.data[0].values) == [70.0, 30.0]
+
+
+def test_score_histogram_marks_buckets_over_the_threshold():
+    from dashboard.figures import make_score_histogram_figure
+
+    df = pd.DataFrame({"bucket_start": [0.0, 40.0, 80.0, 95.0], "orders": [900, 80, 15, 5]})
+    fig = make_score_histogram_figure(df, threshold=80)
+    assert list(fig.data[0].y) == [900, 80, 15, 5]
+    assert list(fig.data[0].marker.color) == ["#2a9fd6", "#2a9fd6", "#cc0000", "#cc0000"]
