@@ -33,6 +33,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.host": "127.0.0.1",
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+        # Delta rebuilds table state with this many tasks (default 50): far too many for small tables on few cores.
+        "spark.databricks.delta.snapshotPartitions": str(max(1, s.shuffle_partitions)),
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.sql.streaming.stateStore.providerClass":
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",

@@ -86,8 +86,25 @@ def _csv_value(value):
 
 
 def batch_seen(cur, sink: str, batch_id: int) -> bool:
-    cur.execute("SELECT 1 FROM pipeline_batches WHERE sink = %s AND batch_id = %s", (sink, batch_id))
+    """True if ``(sink, batch_id)`` was committed."""
+    cur.execute(
+        "SELECT 1 FROM pipeline_batches WHERE sink = %s AND batch_id = %s AND state = 'committed'", (sink, batch_id)
+    )
     return cur.fetchone() is not None
+
+
+def begin_batch(conn, sink: str, batch_id: int) -> str:
+    """Mark a micro-batch as started: ``new`` (first attempt), ``retry`` (started before, never committed) or ``done``."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pipeline_batches (sink, batch_id, row_count, state) VALUES (%s, %s, 0, 'started') "
+            "ON CONFLICT (sink, batch_id) DO NOTHING RETURNING 1",
+            (sink, batch_id),
+        )
+        if cur.fetchone() is not None:
+            return "new"
+        cur.execute("SELECT state FROM pipeline_batches WHERE sink = %s AND batch_id = %s", (sink, batch_id))
+        return "done" if cur.fetchone()[0] == "committed" else "retry"
 
 
 def upsert_rows(
@@ -145,7 +162,9 @@ def commit_batch_writes(conn, sink: str, batch_id: int, writes: Sequence[TableWr
             return None
         written = [upsert_rows(cur, w.table, w.columns, w.key, w.rows, w.update) for w in writes]
         cur.execute(
-            "INSERT INTO pipeline_batches (sink, batch_id, row_count) VALUES (%s, %s, %s)",
+            "INSERT INTO pipeline_batches (sink, batch_id, row_count, state) VALUES (%s, %s, %s, 'committed') "
+            "ON CONFLICT (sink, batch_id) DO UPDATE SET row_count = EXCLUDED.row_count, state = 'committed', "
+            "committed_at = now()",
             (sink, batch_id, sum(len(w.rows) for w in writes)),
         )
         return written

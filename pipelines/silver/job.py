@@ -3,21 +3,26 @@
 Each micro-batch is handled by ``SilverBatch``, a named ``foreachBatch``
 function whose replay of the same batch id changes nothing. In order:
 
-1. (ingest mode) the raw records -> ``bronze/transactions``, idempotent append;
-2. records failing a quality rule -> ``silver/quarantine`` with their reasons;
-3. valid records are ranked per ``event_id``; each event is classified
+1. the batch is marked started in PostgreSQL (``pipeline_batches``); a batch
+   already committed is skipped, one started but never committed is a retry;
+2. (ingest mode) the raw records -> ``bronze/transactions``;
+3. records failing a quality rule -> ``silver/quarantine`` with their reasons;
+4. valid records are ranked per ``event_id``; each event is classified
    against silver by (event_date, event_id): ``new``, ``written`` (this very
-   Kafka record is already there: a replay) or ``duplicate``;
-4. new events, with history features (``ml.features``) computed from the
-   customer profiles before this batch -> ``silver/transactions``;
-5. repeated records -> ``silver/duplicates``;
+   Kafka record is already there: a retry) or ``duplicate``;
+5. new events get their history features (``ml.features``) from the customer
+   profiles before this batch, are scored by the champion model (if any) and
+   go to ``silver/transactions``; repeated records -> ``silver/duplicates``;
+   orders at or above the threshold -> ``silver/fraud_alerts``;
 6. the customers' profiles -> ``silver/customer_profiles`` (MERGE);
-7. the events and the customers' running totals -> PostgreSQL ``transactions``
-   and ``customers`` in one database transaction with the batch bookkeeping.
+7. events, customers' running totals and alerts -> PostgreSQL in one database
+   transaction that also marks the batch committed; then alerts -> Kafka.
 
-Delta writes carry ``txnAppId``/``txnVersion`` (the MERGE through the session
-confs), so a batch replayed after a crash skips what it already committed.
-Every Kafka record thus ends in exactly one of silver, quarantine or duplicates.
+Every Delta commit is tagged with (checkpoint, batch id) in its userMetadata.
+A first attempt just writes; a retry skips each table whose last commits
+already carry the tag (Delta's own txnAppId check costs a Spark job per write,
+about a second each on two cores, so it is kept off the common path). Every
+Kafka record thus ends in exactly one of silver, quarantine or duplicates.
 
 Two ways to run it (see docs/architecture.md for why ingest is the default):
 - ``ingest`` (``ecom stream all``): one query reads Kafka and writes bronze and
@@ -36,7 +41,7 @@ import argparse
 import hashlib
 import json
 import logging
-from contextlib import contextmanager
+import time
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -73,16 +78,20 @@ CUSTOMER_COLUMNS = (
 log = logging.getLogger(__name__)
 
 
-@contextmanager
-def idempotent_dml(spark: SparkSession, app_id: str, version: int):
-    """Delta's session confs that make a MERGE/UPDATE/DELETE a no-op when (app_id, version) was committed."""
-    spark.conf.set("spark.databricks.delta.write.txnAppId", app_id)
-    spark.conf.set("spark.databricks.delta.write.txnVersion", str(version))
-    try:
-        yield
-    finally:
-        spark.conf.unset("spark.databricks.delta.write.txnAppId")
-        spark.conf.unset("spark.databricks.delta.write.txnVersion")
+class StepTimer:
+    """Wall-clock milliseconds per step of one micro-batch (logged, and kept for benchmarks)."""
+
+    def __init__(self):
+        self.steps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, step: str) -> None:
+        now = time.perf_counter()
+        self.steps[step] = round(1000 * (now - self._last), 1)
+        self._last = now
+
+    def summary(self) -> str:
+        return ", ".join(f"{k} {v:.0f}" for k, v in self.steps.items())
 
 
 class SilverBatch:
@@ -92,51 +101,69 @@ class SilverBatch:
         self.settings = settings
         self.write_bronze = write_bronze
         # Batch ids restart with a new checkpoint, so the idempotency keys
-        # (Delta txnAppId, PostgreSQL sink) name the checkpoint too.
+        # (Delta commit tags, PostgreSQL sinks) name the checkpoint too.
         self.sink_id = f"silver-{hashlib.sha1(checkpoint.encode()).hexdigest()[:12]}"
         self.key = pii_key(settings)
         self.lake = settings.lake
         self.dsn = settings.postgres.dsn
         self.champion = ChampionTracker(settings)
+        self.last_timings: dict[str, float] = {}
         self._producer = None
 
-    def _append(self, df: DataFrame, layer: str, table: str, batch_id: int) -> None:
-        (
-            df.write.format("delta")
-            .mode("append")
-            .option("txnAppId", f"{self.sink_id}-{layer}-{table}")
-            .option("txnVersion", batch_id)
-            .save(self.lake.table(layer, table))
-        )
+    def _append(self, df: DataFrame, layer: str, table: str, batch_id: int, retry: bool) -> None:
+        """Append ``df`` to a lake table, its commit tagged with the batch; on a retry, only if not tagged yet."""
+        path = self.lake.table(layer, table)
+        tag = f"{self.sink_id}:{batch_id}"
+        if retry and committed_with_tag(path, tag):
+            return
+        df.write.format("delta").mode("append").option("userMetadata", tag).save(path)
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         spark = batch_df.sparkSession
+        timer = StepTimer()
+        attempt = self._begin(batch_id)
+        if attempt == "done":  # replayed after everything was committed: nothing to do
+            log.info("batch %d was committed before; skipped", batch_id)
+            return
+        retry = attempt == "retry"
         model = self.champion.refresh(spark)  # a moved registry alias takes over here, at the batch boundary
+        timer.mark("model")
         records = batch_df.transform(with_bronze_columns) if self.write_bronze else batch_df
         records = records.persist()
         cached = [records]
         try:
             if self.write_bronze:
-                self._append(records, "bronze", "transactions", batch_id)
+                self._append(records, "bronze", "transactions", batch_id, retry)
+                timer.mark("bronze")
             checked = records.transform(t.with_parsed_event).transform(t.with_rule_failures).persist()
             cached.append(checked)
-            self._append(t.to_quarantine(t.filter_invalid(checked), __version__), "silver", "quarantine", batch_id)
+            invalid = t.filter_invalid(checked)
+            if not invalid.isEmpty():
+                self._append(t.to_quarantine(invalid, __version__), "silver", "quarantine", batch_id, retry)
+            timer.mark("quarantine")
 
             ranked = t.with_event_rank(t.to_silver(t.filter_valid(checked), self.key, __version__)).persist()
             cached.append(ranked)
             dates = [r.event_date for r in ranked.select("event_date").distinct().collect()]
+            timer.mark("parse")
             if not dates:
                 self._serve(batch_id, [], [], [])
                 return
             existing = self._silver(spark, dates).select("event_date", "event_id", "kafka_partition", "kafka_offset")
-            firsts = t.with_duplicate_status(ranked.filter("event_rank = 1").drop("event_rank"), existing).persist()
-            cached.append(firsts)
+            # localCheckpoint, not persist: writing to a table drops the cached plans that read it, and
+            # recomputing these after the writes below would see this batch's own rows.
+            firsts = t.with_duplicate_status(
+                ranked.filter("event_rank = 1").drop("event_rank"), existing
+            ).localCheckpoint()
+            timer.mark("classify")
 
             profiles_path = self.lake.table("silver", "customer_profiles")
             customers = firsts.filter("status != 'duplicate'").select("customer_id").distinct()
             prior = (
                 DeltaTable.forPath(spark, profiles_path).toDF().join(F.broadcast(customers), "customer_id", "left_semi")
             )
+            prior = prior.localCheckpoint()
+            timer.mark("prior")
             new_rows = (
                 firsts.filter("status = 'new'")
                 .drop("status")
@@ -146,46 +173,74 @@ class SilverBatch:
             )
             if model is not None:
                 new_rows = with_fraud_scores(new_rows, *model, self.settings.fraud.alert_threshold)
-            self._append(new_rows, "silver", "transactions", batch_id)
+            new_rows = new_rows.localCheckpoint()
+            timer.mark("features")
+            self._append(new_rows, "silver", "transactions", batch_id, retry)
+            timer.mark("silver")
 
             repeats = (
                 ranked.filter("event_rank > 1")
                 .drop("event_rank")
                 .unionByName(firsts.filter("status = 'duplicate'").drop("status"))
             )
-            self._append(t.to_duplicates(repeats, __version__), "silver", "duplicates", batch_id)
+            if not repeats.isEmpty():
+                self._append(t.to_duplicates(repeats, __version__), "silver", "duplicates", batch_id, retry)
+            timer.mark("duplicates")
 
-            # Everything downstream reads back what silver holds for this batch's events, so a
-            # replayed batch serves exactly what the first attempt wrote (scores included).
-            keys = firsts.filter("status != 'duplicate'").select("event_date", "event_id")
-            served = (
-                self._silver(spark, dates).join(F.broadcast(keys), ["event_date", "event_id"], "left_semi").persist()
-            )
-            cached.append(served)
+            if retry:
+                # What the first attempt wrote is in silver already: serve what silver holds for these events.
+                keys = firsts.filter("status != 'duplicate'").select("event_date", "event_id")
+                served = self._silver(spark, dates).join(F.broadcast(keys), ["event_date", "event_id"], "left_semi")
+                served = served.localCheckpoint()
+            else:
+                served = new_rows
             alerts = t.to_alerts(served).persist()
             cached.append(alerts)
-            self._append(alerts, "silver", "fraud_alerts", batch_id)
-
-            updated = features.updated_profiles(served, prior).select(*PROFILE_SCHEMA.fieldNames())
-            with idempotent_dml(spark, f"{self.sink_id}-profiles", batch_id):
-                (
-                    DeltaTable.forPath(spark, profiles_path)
-                    .alias("p")
-                    .merge(updated.alias("u"), "p.customer_id = u.customer_id")
-                    .whenMatchedUpdateAll()
-                    .whenNotMatchedInsertAll()
-                    .execute()
-                )
-            # Read the profiles back: right whether or not the MERGE was a replay no-op.
-            after = (
-                DeltaTable.forPath(spark, profiles_path).toDF().join(F.broadcast(customers), "customer_id", "left_semi")
-            )
             alert_rows = [tuple(r) for r in alerts.select(*ALERT_COLUMNS).collect()]
-            self._serve(batch_id, self._tx_rows(served), self._customer_rows(after), alert_rows)
-            self._publish_alerts(batch_id, alerts)
+            if alert_rows:
+                self._append(alerts, "silver", "fraud_alerts", batch_id, retry)
+            timer.mark("alerts")
+
+            updated = features.updated_profiles(served, prior).select(*PROFILE_SCHEMA.fieldNames()).localCheckpoint()
+            tag = f"{self.sink_id}:{batch_id}"
+            if not (retry and committed_with_tag(profiles_path, tag)):
+                spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", tag)
+                try:
+                    (
+                        DeltaTable.forPath(spark, profiles_path)
+                        .alias("p")
+                        .merge(updated.alias("u"), "p.customer_id = u.customer_id")
+                        .whenMatchedUpdateAll()
+                        .whenNotMatchedInsertAll()
+                        .execute()
+                    )
+                finally:
+                    spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+            timer.mark("profiles")
+            if retry:  # the MERGE may have been the first attempt's: read the profiles as they are now
+                updated = (
+                    DeltaTable.forPath(spark, profiles_path)
+                    .toDF()
+                    .join(F.broadcast(customers), "customer_id", "left_semi")
+                )
+            tx_rows, customer_rows = self._tx_rows(served), self._customer_rows(updated)
+            timer.mark("collect")
+            self._serve(batch_id, tx_rows, customer_rows, alert_rows)
+            timer.mark("postgres")
+            self._publish_alerts(batch_id, alert_rows)
+            timer.mark("kafka_alerts")
         finally:
             for df in cached:
                 df.unpersist()
+            self.last_timings = timer.steps
+            log.info("batch %d%s: %s ms", batch_id, " (retry)" if retry else "", timer.summary())
+
+    def _begin(self, batch_id: int) -> str:
+        conn = db.connect(self.dsn)
+        try:
+            return db.begin_batch(conn, f"{self.sink_id}-pg", batch_id)
+        finally:
+            conn.close()
 
     def _silver(self, spark: SparkSession, dates: list) -> DataFrame:
         """Silver rows of the given event dates (partition pruned)."""
@@ -228,7 +283,7 @@ class SilverBatch:
         finally:
             conn.close()
 
-    def _publish_alerts(self, batch_id: int, alerts: DataFrame) -> None:
+    def _publish_alerts(self, batch_id: int, alert_rows: list[tuple]) -> None:
         """Alerts -> Kafka ``fraud-alerts``, once per batch (bookkeeping row after the broker confirmed)."""
         sink = f"{self.sink_id}-kafka-alerts"
         conn = db.connect(self.dsn)
@@ -236,7 +291,7 @@ class SilverBatch:
             with conn, conn.cursor() as cur:
                 if db.batch_seen(cur, sink, batch_id):
                     return
-            messages = [alert_message(r.asDict()) for r in alerts.collect()]
+            messages = [alert_message(dict(zip(ALERT_COLUMNS, row, strict=True))) for row in alert_rows]
             if messages:
                 producer = self._alert_producer()
                 for key, value in messages:
@@ -258,6 +313,13 @@ class SilverBatch:
                 bootstrap_servers=self.settings.kafka.bootstrap_servers.split(","), acks="all", linger_ms=5
             )
         return self._producer
+
+
+def committed_with_tag(path: str, tag: str, depth: int = 200) -> bool:
+    """True if one of the table's last ``depth`` commits carries ``tag`` as its userMetadata (read with delta-rs)."""
+    from deltalake import DeltaTable as RsDeltaTable
+
+    return any(c.get("userMetadata") == tag for c in RsDeltaTable(path).history(depth))
 
 
 def alert_message(alert: dict) -> tuple[bytes, bytes]:

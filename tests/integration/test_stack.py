@@ -37,7 +37,7 @@ def test_migrations_are_applied_once(stack):
     assert migrate(dsn) == []
     with connection(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT version FROM schema_migrations ORDER BY version")
-        assert [r[0] for r in cur.fetchall()] == [1]
+        assert [r[0] for r in cur.fetchall()] == [1, 2]
         cur.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name"
         )
