@@ -21,6 +21,7 @@ Prints one JSON object as its last line.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import statistics
 import sys
@@ -85,6 +86,25 @@ class LatencyProbe:
                     time.sleep(self.poll_s)
         finally:
             conn.close()
+
+
+BATCH_LINE = re.compile(r"batch (\d+): (.*) ms$")
+
+
+def step_medians(log_text: str) -> dict:
+    """Median milliseconds per micro-batch step, from the stream's 'batch N: step ms, ...' log lines."""
+    steps: dict[str, list[float]] = {}
+    batches = 0
+    for line in log_text.splitlines():
+        match = BATCH_LINE.search(line.strip())
+        if not match:
+            continue
+        batches += 1
+        for part in match.group(2).split(", "):
+            name, _, value = part.rpartition(" ")
+            steps.setdefault(name, []).append(float(value))
+    medians = {name: round(statistics.median(values), 1) for name, values in steps.items()}
+    return {"batches": batches, "median_ms": medians, "median_total_ms": round(sum(medians.values()), 1)}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -239,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
             result["sustained_tx_per_s"] = round(sustained, 1)
         finally:
             stream.stop()
+            if stream.log_file.exists():
+                result["batch_steps"] = step_medians(stream.log_file.read_text(errors="replace"))
             drop_database(settings)
             shutil.rmtree(root, ignore_errors=True)
     result["seconds"] = round(time.monotonic() - started, 1)

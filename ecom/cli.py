@@ -7,6 +7,7 @@ Every subcommand has ``--help``. Settings come from ``--profile`` (or
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -68,6 +69,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from pipelines.silver import job as silver
 
     settings = _settings(args)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("pipelines", "ml", "ecom"):
+        logging.getLogger(name).setLevel(logging.INFO)  # per-batch step timings and model changes
     spark = get_spark(settings, f"ecom-stream-{args.layer}")
     starters: dict[str, Callable] = {
         "all": lambda *a, **k: silver.start(*a, mode="ingest", **k),

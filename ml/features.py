@@ -33,19 +33,7 @@ HISTORY_COLUMNS = (
     "is_new_ip_country",
     "is_country_mismatch",
 )
-FEATURE_COLUMNS = (
-    "amount_value",
-    "hour_of_day",
-    "day_of_week",
-    "prior_tx_count",
-    "prior_avg_amount",
-    "amount_to_avg_ratio",
-    "amount_zscore",
-    "seconds_since_last_order",
-    "is_new_device",
-    "is_new_ip_country",
-    "is_country_mismatch",
-)
+FEATURE_COLUMNS = ("amount_value", *HISTORY_COLUMNS)
 
 _ORDER = ("event_time", "event_id")
 

@@ -7,6 +7,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, callback, dash_table, dcc, html
 
 from dashboard import ids
+from dashboard.components import kpi_card
 from dashboard.figures import make_score_histogram_figure
 from ecom.settings import get_settings
 from serving import queries
@@ -24,16 +25,12 @@ ALERT_COLUMNS = [
 ]
 
 
-def _card(title: str, value_id: str) -> dbc.Card:
-    return dbc.Card(dbc.CardBody([html.H6(title, className="text-muted"), html.H3("–", id=value_id)]))
-
-
 layout = html.Div(
     [
         dbc.Row(
             [
-                dbc.Col(_card("Alerts", ids.FRAUD_ALERT_COUNT), md=3),
-                dbc.Col(_card("Alert rate", ids.FRAUD_ALERT_RATE), md=3),
+                dbc.Col(kpi_card("Alerts", ids.FRAUD_ALERT_COUNT), md=3),
+                dbc.Col(kpi_card("Alert rate", ids.FRAUD_ALERT_RATE), md=3),
             ],
             className="g-3",
         ),

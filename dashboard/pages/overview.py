@@ -8,6 +8,7 @@ import pandas as pd
 from dash import Input, Output, callback, dcc, html
 
 from dashboard import ids
+from dashboard.components import kpi_card
 from dashboard.figures import make_payment_figure, make_timeseries_figure
 from ecom.settings import get_settings
 from serving import queries
@@ -15,18 +16,14 @@ from serving import queries
 dash.register_page(__name__, path="/", name="Overview", title="Overview", order=0)
 
 
-def _card(title: str, value_id: str) -> dbc.Card:
-    return dbc.Card(dbc.CardBody([html.H6(title, className="text-muted"), html.H3("–", id=value_id)]))
-
-
 layout = html.Div(
     [
         dbc.Row(
             [
-                dbc.Col(_card("Orders", ids.OVERVIEW_TX_COUNT), md=3),
-                dbc.Col(_card("Revenue", ids.OVERVIEW_REVENUE), md=3),
-                dbc.Col(_card("Average order value", ids.OVERVIEW_AOV), md=3),
-                dbc.Col(_card("Fraud alerts", ids.OVERVIEW_ALERTS), md=3),
+                dbc.Col(kpi_card("Orders", ids.OVERVIEW_TX_COUNT), md=3),
+                dbc.Col(kpi_card("Revenue", ids.OVERVIEW_REVENUE), md=3),
+                dbc.Col(kpi_card("Average order value", ids.OVERVIEW_AOV), md=3),
+                dbc.Col(kpi_card("Fraud alerts", ids.OVERVIEW_ALERTS), md=3),
             ],
             className="g-3",
             id=ids.OVERVIEW_KPIS,
