@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         __name__,
         use_pages=True,
         pages_folder=str(Path(__file__).parent / "pages"),
-        external_stylesheets=[dbc.themes.CYBORG],
+        # Bootswatch CYBORG is served from dashboard/assets/, so the page is styled offline too.
         title="E-commerce lakehouse",
         suppress_callback_exceptions=True,
     )

@@ -5,8 +5,8 @@ fraud model, backfills history, streams it into silver and trains a first model
 (so scoring works from the first live order); then starts the stream and the
 dashboard as background processes and generates live orders in the foreground
 until Ctrl-C (or ``--duration``). On the way out it stops everything it started.
-It prints the dashboard's address and how long it took until the first order
-was queryable in PostgreSQL (the data the dashboard shows).
+It prints the dashboard's address and how long it took until the first live
+order was queryable in PostgreSQL (the data the dashboard shows).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
+
+import pandas as pd
 
 from ecom.runtime import stack
 from ecom.runtime.kafka import EmbeddedKafka
@@ -26,14 +29,16 @@ from ecom.runtime.process import ManagedProcess, ServiceError, port_open, wait_u
 from ecom.settings import Settings
 
 
-def _watch_first_data(settings: Settings, started: float, done: threading.Event) -> None:
+def _watch_first_data(settings: Settings, started: float, live_from: datetime, done: threading.Event) -> None:
+    """Print how long it took until the first live order (not backfill) was queryable by the dashboard."""
     from serving.queries import overview_kpis
 
     while not done.is_set():
         try:
-            if overview_kpis(settings.postgres.dsn)["transactions"] > 0:
+            last = overview_kpis(settings.postgres.dsn)["last_event_time"]
+            if last is not None and not pd.isna(last) and last >= live_from:
                 print(
-                    f"\nfirst data on the dashboard {time.monotonic() - started:.1f}s after `ecom demo` started",
+                    f"\nfirst live order on the dashboard {time.monotonic() - started:.1f}s after `ecom demo` started",
                     flush=True,
                 )
                 return
@@ -92,7 +97,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         if not dash_proc.is_running():
             raise ServiceError(f"the dashboard exited: {dash_proc.log_tail(5)}")
         print(f"\ndashboard: http://{d.host}:{d.port}/   (logs in {run_dir}; Ctrl-C stops the demo)\n", flush=True)
-        threading.Thread(target=_watch_first_data, args=(settings, started, done), daemon=True).start()
+        live_from = datetime.now(UTC)
+        threading.Thread(target=_watch_first_data, args=(settings, started, live_from, done), daemon=True).start()
 
         from simulator.cli import add_generate_arguments, run_generate
 

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ecom.reference import FX_PER_USD
 from serving.db import connection
+
+# amount converted to US dollars, for totals across currencies
+AMOUNT_USD = (
+    "(amount / CASE currency "
+    + " ".join(f"WHEN '{code}' THEN {rate}" for code, rate in FX_PER_USD.items())
+    + " ELSE NULL END)"
+)
 
 
 def _frame(dsn: str, sql: str, params: tuple = ()) -> pd.DataFrame:
@@ -20,10 +28,10 @@ def _frame(dsn: str, sql: str, params: tuple = ()) -> pd.DataFrame:
 
 def overview_kpis(dsn: str) -> dict:
     """Totals over all served orders: count, revenue, average order value, customers, alerts."""
-    sql = """
+    sql = f"""
         SELECT count(*) AS transactions,
-               coalesce(sum(amount), 0)::float AS revenue,
-               coalesce(avg(amount), 0)::float AS avg_order_value,
+               coalesce(sum({AMOUNT_USD}), 0)::float AS revenue,
+               coalesce(avg({AMOUNT_USD}), 0)::float AS avg_order_value,
                count(DISTINCT customer_id) AS customers,
                max(event_time) AS last_event_time,
                (SELECT count(*) FROM fraud_alerts) AS alerts
@@ -34,11 +42,11 @@ def overview_kpis(dsn: str) -> dict:
 
 def transactions_per_minute(dsn: str, minutes: int = 60) -> pd.DataFrame:
     """Orders and revenue per minute of event time, for the last ``minutes`` of data."""
-    sql = """
+    sql = f"""
         WITH latest AS (SELECT max(event_time) AS t FROM transactions)
         SELECT date_trunc('minute', event_time) AS minute,
                count(*) AS transactions,
-               sum(amount)::float AS revenue
+               sum({AMOUNT_USD})::float AS revenue
         FROM transactions, latest
         WHERE event_time > latest.t - make_interval(mins => %s)
         GROUP BY 1 ORDER BY 1
@@ -47,8 +55,8 @@ def transactions_per_minute(dsn: str, minutes: int = 60) -> pd.DataFrame:
 
 
 def revenue_by_payment_method(dsn: str) -> pd.DataFrame:
-    sql = """
-        SELECT payment_method, count(*) AS transactions, sum(amount)::float AS revenue
+    sql = f"""
+        SELECT payment_method, count(*) AS transactions, sum({AMOUNT_USD})::float AS revenue
         FROM transactions GROUP BY 1 ORDER BY 3 DESC
     """
     return _frame(dsn, sql)

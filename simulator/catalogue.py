@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from itertools import accumulate
 
+from ecom.reference import FX_PER_USD
+
 # category -> (median price USD, log-normal sigma, min USD, max USD, max quantity per line)
 CATEGORY_PRICES: dict[str, tuple[float, float, float, float, int]] = {
     "electronics": (110.0, 0.9, 5.0, 2500.0, 2),
@@ -58,7 +60,6 @@ COMPLEMENTS = {
 }
 
 # Units of each currency per US dollar (fixed, so a price list is stable).
-FX_PER_USD = {"USD": 1.0, "EUR": 0.92, "GBP": 0.79, "CAD": 1.36, "AUD": 1.52, "JPY": 150.0, "BRL": 5.0, "INR": 83.0}
 # Currencies without minor units are priced in whole units (still written with 2 dp).
 WHOLE_UNIT_CURRENCIES = frozenset({"JPY"})
 

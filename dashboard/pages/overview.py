@@ -21,8 +21,8 @@ layout = html.Div(
         dbc.Row(
             [
                 dbc.Col(kpi_card("Orders", ids.OVERVIEW_TX_COUNT), md=3),
-                dbc.Col(kpi_card("Revenue", ids.OVERVIEW_REVENUE), md=3),
-                dbc.Col(kpi_card("Average order value", ids.OVERVIEW_AOV), md=3),
+                dbc.Col(kpi_card("Revenue (USD)", ids.OVERVIEW_REVENUE), md=3),
+                dbc.Col(kpi_card("Average order (USD)", ids.OVERVIEW_AOV), md=3),
                 dbc.Col(kpi_card("Fraud alerts", ids.OVERVIEW_ALERTS), md=3),
             ],
             className="g-3",

@@ -103,3 +103,67 @@ def test_train_registers_a_champion_that_loads_and_scores(trained_setup, capsys)
     challenger = registry.alias_version(settings, settings.fraud.challenger_alias)
     assert challenger == "4"
     assert champion in {"3", "4"} and (kind == "gradient_boosting") == (champion == "4")
+
+
+def test_running_stream_picks_up_a_moved_alias_without_restart(trained_setup, isolated):
+    """Train v1 -> the stream scores with it; register v2 and move the alias -> the same process scores with v2."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from ecom.runtime.process import wait_until
+    from serving.db import connection
+    from simulator.generator import TransactionSimulator
+    from simulator.producer import TransactionProducer
+
+    train_settings, _, _ = trained_setup
+    assert run_train(train_settings, args(no_challenger=True)) == 0
+    assert registry.champion_version(train_settings) == "1"
+    settings = isolated.model_copy(update={"mlflow": train_settings.mlflow})
+    env = {
+        **os.environ,
+        "ECOM_PROFILE": "test",
+        "ECOM_KAFKA__TOPICS__TRANSACTIONS": settings.kafka.transactions_topic,
+        "ECOM_LAKE__ROOT": settings.lake.root,
+        "ECOM_LAKE__CHECKPOINTS": settings.lake.checkpoints,
+        "ECOM_POSTGRES__DATABASE": settings.postgres.database,
+        "ECOM_MLFLOW__TRACKING_URI": settings.mlflow.tracking_uri,
+        "ECOM_MLFLOW__ARTIFACT_ROOT": settings.mlflow.artifact_root,
+    }
+
+    def served_by(version: str) -> int:
+        with connection(settings.postgres.dsn) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM transactions WHERE model_version = %s AND fraud_score BETWEEN 0 AND 100",
+                (version,),
+            )
+            return cur.fetchone()[0]
+
+    def send(n: int, seed: int) -> None:
+        producer = TransactionProducer(settings)
+        for g in TransactionSimulator(settings.simulator, seed=seed).events(n, start=datetime.now(UTC), rate_per_s=500):
+            producer.send(g)
+        producer.close()
+        assert producer.stats.failed == 0
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecom.cli", "stream", "all"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        send(300, seed=1)
+        assert wait_until(lambda: served_by("1") == 300, 300, interval_s=1), f"v1 scored {served_by('1')}"
+
+        assert run_train(train_settings, args(no_challenger=True)) == 0
+        client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
+        client.set_registered_model_alias(settings.mlflow.model_name, settings.mlflow.alias, "2")
+        send(300, seed=2)
+        assert wait_until(lambda: served_by("2") == 300, 300, interval_s=1), f"v2 scored {served_by('2')}"
+        assert proc.poll() is None  # the same process, never restarted
+        assert served_by("1") == 300
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
