@@ -69,7 +69,8 @@ def isolated(stack: Settings, tmp_path):
     from ecom.runtime.kafka import ensure_topics
     from serving.db import migrate
 
-    settings = isolated_settings(stack, tmp_path, uuid.uuid4().hex[:10])
+    # A subfolder: other fixtures of the same test may use tmp_path for their own lake.
+    settings = isolated_settings(stack, tmp_path / "isolated", uuid.uuid4().hex[:10])
     admin_dsn = stack.postgres.dsn.rsplit("/", 1)[0] + "/postgres"
     conn = psycopg2.connect(admin_dsn)
     conn.autocommit = True

@@ -105,7 +105,7 @@ def test_train_registers_a_champion_that_loads_and_scores(trained_setup, capsys)
     assert champion in {"3", "4"} and (kind == "gradient_boosting") == (champion == "4")
 
 
-def test_running_stream_picks_up_a_moved_alias_without_restart(trained_setup, isolated):
+def test_running_stream_picks_up_a_moved_alias_without_restart(trained_setup, isolated, tmp_path):
     """Train v1 -> the stream scores with it; register v2 and move the alias -> the same process scores with v2."""
     import os
     import signal
@@ -149,21 +149,28 @@ def test_running_stream_picks_up_a_moved_alias_without_restart(trained_setup, is
         producer.close()
         assert producer.stats.failed == 0
 
+    log_path = tmp_path / "stream.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "ecom.cli", "stream", "all"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, start_new_session=True, stdout=log_file, stderr=subprocess.STDOUT,
     )  # fmt: skip
+
+    def tail() -> str:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+
     try:
         send(300, seed=1)
-        assert wait_until(lambda: served_by("1") == 300, 300, interval_s=1), f"v1 scored {served_by('1')}"
+        assert wait_until(lambda: served_by("1") == 300, 300, interval_s=1), f"v1 scored {served_by('1')}:\n{tail()}"
 
         assert run_train(train_settings, args(no_challenger=True)) == 0
         client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.tracking_uri)
         client.set_registered_model_alias(settings.mlflow.model_name, settings.mlflow.alias, "2")
         send(300, seed=2)
-        assert wait_until(lambda: served_by("2") == 300, 300, interval_s=1), f"v2 scored {served_by('2')}"
+        assert wait_until(lambda: served_by("2") == 300, 300, interval_s=1), f"v2 scored {served_by('2')}:\n{tail()}"
         assert proc.poll() is None  # the same process, never restarted
         assert served_by("1") == 300
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+        log_file.close()
