@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from deltalake import DeltaTable
@@ -37,9 +37,10 @@ def test_replaying_the_same_batch_id_changes_nothing(isolated, spark):
     settings = isolated
     prepare_lake(spark, settings)
     sim = TransactionSimulator(settings.simulator, seed=7)
-    events = [g.event for g in sim.events(200, start=datetime.now(timezone.utc), rate_per_s=100)]
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    events = [g.event for g in sim.events(200, start=datetime.now(UTC), rate_per_s=100)]
+    now = datetime.now(UTC).replace(tzinfo=None)
     payloads = [json.dumps(e) for e in events] + [json.dumps(events[0]), "{broken"]
+
     def records(first_offset: int):
         return spark.createDataFrame(
             [("k", p, "t", 0, first_offset + i, now, now, now.date()) for i, p in enumerate(payloads)], BRONZE_SCHEMA
@@ -74,7 +75,7 @@ def test_kill_9_mid_stream_then_restart_is_exact(isolated):
     sim = TransactionSimulator(settings.simulator, seed=11)
     producer = TransactionProducer(settings)
     total = 8000
-    for g in sim.events(total, start=datetime.now(timezone.utc), rate_per_s=2000):
+    for g in sim.events(total, start=datetime.now(UTC), rate_per_s=2000):
         producer.send(g)
     producer.close()
     assert producer.stats.failed == 0
@@ -89,7 +90,9 @@ def test_kill_9_mid_stream_then_restart_is_exact(isolated):
     }
     small_batches = {**env, "ECOM_STREAM__MAX_OFFSETS_PER_TRIGGER": "1000"}
     cmd = [sys.executable, "-m", "ecom.cli", "stream", "all"]
-    proc = subprocess.Popen(cmd, env=small_batches, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, env=small_batches, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         # Kill it hard once some, but not all, orders are served.
         assert wait_until(lambda: 0 < pg_count(settings) < total, 240, interval_s=0.05), "stream made no progress"

@@ -23,7 +23,10 @@ def test_compose_names_match_the_docker_profile():
     settings = load_settings("docker", environ={})
     services = compose()["services"]
     host, port = settings.kafka.bootstrap_servers.split(":")
-    assert host in services and f"PLAINTEXT://{host}:{port}" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert (
+        host in services
+        and f"PLAINTEXT://{host}:{port}" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    )
     assert settings.postgres.host in services
     assert services["postgres"]["environment"]["POSTGRES_DB"] == settings.postgres.database
     assert settings.mlflow.tracking_uri == "http://mlflow:5000"

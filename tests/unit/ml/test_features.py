@@ -49,12 +49,21 @@ def test_features_use_only_earlier_orders(spark, orders):
 
 def test_streaming_in_batches_gives_the_same_features_as_all_at_once(spark, orders):
     """Profiles carried between micro-batches reproduce the features of one pass over the history."""
-    cols = ["event_id", "prior_tx_count", "prior_avg_amount", "amount_zscore", "seconds_since_last_order", "is_new_device"]
+    cols = [
+        "event_id",
+        "prior_tx_count",
+        "prior_avg_amount",
+        "amount_zscore",
+        "seconds_since_last_order",
+        "is_new_device",
+    ]
     whole = with_history_features(orders).select(*cols)
     first = orders.filter("event_id IN ('e1', 'x1')")
     second = orders.filter("event_id IN ('e2', 'e3')")
     profiles = updated_profiles(first).select(*PROFILE_SCHEMA.fieldNames())
-    batched = with_history_features(first).select(*cols).unionByName(with_history_features(second, profiles).select(*cols))
+    batched = (
+        with_history_features(first).select(*cols).unionByName(with_history_features(second, profiles).select(*cols))
+    )
     assert_approx_df_equality(batched, whole, precision=1e-9, ignore_row_order=True, ignore_nullable=True)
 
 
