@@ -127,6 +127,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return run_train(_settings(args), args)
 
 
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from ml.rescore import run_rescore
+
+    return run_rescore(_settings(args), args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ecom.demo import run_demo
 
@@ -188,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     from ml.train import add_train_arguments
 
     add_train_arguments(train)
+
+    rescore = add(
+        "rescore",
+        cmd_rescore,
+        "Score silver again for an event-time range with a chosen model version (after retraining).",
+    )
+    from ml.rescore import add_rescore_arguments
+
+    add_rescore_arguments(rescore)
 
     add("dashboard", cmd_dashboard, "Serve the Plotly Dash dashboard (reads PostgreSQL).")
 

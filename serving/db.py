@@ -69,7 +69,8 @@ def migrate(dsn: str) -> list[int]:
     return applied_now
 
 
-def _copy_rows(cur, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+def copy_rows(cur, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+    """Bulk-load ``rows`` into ``table`` with COPY (CSV; lists become PostgreSQL arrays)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     for row in rows:
@@ -127,7 +128,7 @@ def upsert_rows(
     stage = f"stage_{table}"
     cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
     cur.execute(f"TRUNCATE {stage}")
-    _copy_rows(cur, stage, columns, rows)
+    copy_rows(cur, stage, columns, rows)
     cols = ", ".join(columns)
     keys = ", ".join(key)
     conflict = "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in update) if update else "DO NOTHING"

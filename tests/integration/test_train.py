@@ -174,3 +174,43 @@ def test_running_stream_picks_up_a_moved_alias_without_restart(trained_setup, is
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
         log_file.close()
+
+
+def test_rescore_replaces_scores_with_the_chosen_version(trained_setup, isolated, spark):
+    """Orders streamed unscored are scored afterwards by `ecom rescore`, in silver and PostgreSQL; twice is a no-op."""
+    from deltalake import DeltaTable
+
+    from ml.rescore import rescore
+    from pipelines.silver import job as silver_job
+    from serving.db import connection
+    from simulator.generator import TransactionSimulator
+    from simulator.producer import TransactionProducer
+
+    train_settings, _, _ = trained_setup
+    settings = isolated  # no model in its registry yet: streamed rows stay unscored
+    producer = TransactionProducer(settings)
+    start = datetime.now(UTC)
+    for g in TransactionSimulator(settings.simulator, seed=4).events(400, start=start, rate_per_s=200):
+        producer.send(g)
+    producer.close()
+    silver_job.start(spark, settings, once=True).awaitTermination()
+    path = settings.lake.table("silver", "transactions")
+    assert DeltaTable(path).to_pandas(columns=["fraud_score"])["fraud_score"].isna().all()
+
+    assert run_train(train_settings, args(no_challenger=True)) == 0
+    scored = settings.model_copy(update={"mlflow": train_settings.mlflow})
+    until = datetime.now(UTC).replace(year=start.year + 1)
+    first = rescore(scored, start.replace(year=start.year - 1), until, version="1")
+    assert first["rows"] == 400 and first["model_version"] == "1"
+    table = DeltaTable(path).to_pandas(columns=["fraud_score", "model_version", "is_fraud"])
+    assert table["fraud_score"].between(0, 100).all() and (table["model_version"] == "1").all()
+    with connection(settings.postgres.dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), count(*) FILTER (WHERE is_fraud) FROM transactions WHERE model_version = '1'")
+        served, flagged = cur.fetchone()
+        cur.execute("SELECT count(*) FROM fraud_alerts")
+        alerts = cur.fetchone()[0]
+    assert served == 400 and alerts == flagged == first["alerts"] == int(table["is_fraud"].sum())
+
+    again = rescore(scored, start.replace(year=start.year - 1), until, version="1")
+    assert again == first
+    assert DeltaTable(settings.lake.table("silver", "fraud_alerts")).to_pyarrow_dataset().count_rows() == alerts
