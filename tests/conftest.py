@@ -59,6 +59,20 @@ def isolated_settings(settings: Settings, root, name: str) -> Settings:
     )
 
 
+def isolated_env(settings: Settings) -> dict[str, str]:
+    """Environment for a child ``ecom`` process to use the same isolated topic, lake, database and MLflow store."""
+    return {
+        **os.environ,
+        "ECOM_PROFILE": settings.profile,
+        "ECOM_KAFKA__TOPICS__TRANSACTIONS": settings.kafka.transactions_topic,
+        "ECOM_LAKE__ROOT": settings.lake.root,
+        "ECOM_LAKE__CHECKPOINTS": settings.lake.checkpoints,
+        "ECOM_POSTGRES__DATABASE": settings.postgres.database,
+        "ECOM_MLFLOW__TRACKING_URI": settings.mlflow.tracking_uri,
+        "ECOM_MLFLOW__ARTIFACT_ROOT": settings.mlflow.artifact_root,
+    }
+
+
 @pytest.fixture
 def isolated(stack: Settings, tmp_path):
     """Isolated settings (own topic, lake, database) with the topic created and the database migrated."""

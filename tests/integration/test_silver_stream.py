@@ -19,6 +19,7 @@ from pipelines.silver.job import SilverBatch
 from serving.db import connection
 from simulator.generator import TransactionSimulator
 from simulator.producer import TransactionProducer
+from tests.conftest import isolated_env
 
 pytestmark = pytest.mark.integration
 
@@ -80,14 +81,7 @@ def test_kill_9_mid_stream_then_restart_is_exact(isolated):
     producer.close()
     assert producer.stats.failed == 0
 
-    env = {
-        **os.environ,
-        "ECOM_PROFILE": "test",
-        "ECOM_KAFKA__TOPICS__TRANSACTIONS": settings.kafka.transactions_topic,
-        "ECOM_LAKE__ROOT": settings.lake.root,
-        "ECOM_LAKE__CHECKPOINTS": settings.lake.checkpoints,
-        "ECOM_POSTGRES__DATABASE": settings.postgres.database,
-    }
+    env = isolated_env(settings)
     small_batches = {**env, "ECOM_STREAM__MAX_OFFSETS_PER_TRIGGER": "1000"}
     cmd = [sys.executable, "-m", "ecom.cli", "stream", "all"]
     proc = subprocess.Popen(

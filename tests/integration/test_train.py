@@ -118,21 +118,13 @@ def test_running_stream_picks_up_a_moved_alias_without_restart(trained_setup, is
     from serving.db import connection
     from simulator.generator import TransactionSimulator
     from simulator.producer import TransactionProducer
+    from tests.conftest import isolated_env
 
     train_settings, _, _ = trained_setup
     assert run_train(train_settings, args(no_challenger=True)) == 0
     assert registry.champion_version(train_settings) == "1"
     settings = isolated.model_copy(update={"mlflow": train_settings.mlflow})
-    env = {
-        **os.environ,
-        "ECOM_PROFILE": "test",
-        "ECOM_KAFKA__TOPICS__TRANSACTIONS": settings.kafka.transactions_topic,
-        "ECOM_LAKE__ROOT": settings.lake.root,
-        "ECOM_LAKE__CHECKPOINTS": settings.lake.checkpoints,
-        "ECOM_POSTGRES__DATABASE": settings.postgres.database,
-        "ECOM_MLFLOW__TRACKING_URI": settings.mlflow.tracking_uri,
-        "ECOM_MLFLOW__ARTIFACT_ROOT": settings.mlflow.artifact_root,
-    }
+    env = isolated_env(settings)
 
     def served_by(version: str) -> int:
         with connection(settings.postgres.dsn) as conn, conn.cursor() as cur:
