@@ -33,8 +33,8 @@ import psycopg2
 
 from benchmarks._common import bench_settings, emit, log, machine_info, scratch_topics, services
 from ecom.runtime.process import ManagedProcess
-from ecom.settings import Settings
-from serving.db import connection, migrate
+from ecom.settings import Settings, child_environment
+from serving.db import connection, drop_database, recreate_database
 from simulator.generator import TransactionSimulator
 from simulator.producer import TransactionProducer
 from simulator.runner import run_live
@@ -113,28 +113,6 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1) if len(values) > 1 else values[0]
 
 
-def scratch_database(settings: Settings, name: str) -> Settings:
-    admin = settings.postgres.dsn.rsplit("/", 1)[0] + "/postgres"
-    conn = psycopg2.connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        cur.execute(f"CREATE DATABASE {name}")
-    conn.close()
-    s = settings.model_copy(update={"postgres": settings.postgres.model_copy(update={"database": name})})
-    migrate(s.postgres.dsn)
-    return s
-
-
-def drop_database(settings: Settings) -> None:
-    admin = settings.postgres.dsn.rsplit("/", 1)[0] + "/postgres"
-    conn = psycopg2.connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {settings.postgres.database} WITH (FORCE)")
-    conn.close()
-
-
 def drive(settings: Settings, rate: float, seconds: float, seed: int, probe: LatencyProbe | None = None):
     sim = TransactionSimulator(settings.simulator, seed=seed)
     producer = TransactionProducer(settings)
@@ -169,24 +147,16 @@ def main(argv: list[str] | None = None) -> None:
     result: dict = {"benchmark": "streaming", "machine": machine_info()}
     started = time.monotonic()
     with services(base), scratch_topics(base, "bench-streaming", {"tx": 3}) as topics:
-        settings = scratch_database(base, f"bench_streaming_{stamp}")
-        settings = settings.model_copy(
+        settings = base.model_copy(
             update={
-                "kafka": settings.kafka.model_copy(
-                    update={"topics": {**settings.kafka.topics, "transactions": topics["tx"]}}
-                ),
-                "lake": settings.lake.model_copy(update={"root": f"{root}/lake", "checkpoints": f"{root}/checkpoints"}),
+                "postgres": base.postgres.model_copy(update={"database": f"bench_streaming_{stamp}"}),
+                "kafka": base.kafka.model_copy(update={"topics": {**base.kafka.topics, "transactions": topics["tx"]}}),
+                "lake": base.lake.model_copy(update={"root": f"{root}/lake", "checkpoints": f"{root}/checkpoints"}),
             }
         )
         dsn = settings.postgres.dsn
-        env = {
-            "ECOM_PROFILE": settings.profile,
-            "ECOM_KAFKA__TOPICS__TRANSACTIONS": topics["tx"],
-            "ECOM_LAKE__ROOT": settings.lake.root,
-            "ECOM_LAKE__CHECKPOINTS": settings.lake.checkpoints,
-            "ECOM_POSTGRES__DATABASE": settings.postgres.database,
-            "ECOM_STREAM__TRIGGER_INTERVAL": args.trigger,
-        }
+        recreate_database(dsn)
+        env = {**child_environment(settings, base={}), "ECOM_STREAM__TRIGGER_INTERVAL": args.trigger}
         stream = ManagedProcess(f"bench-stream-{stamp}", settings.run_dir)
         stream.start([sys.executable, "-m", "ecom.cli", "stream", "all"], env=env)
         try:
@@ -261,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
             stream.stop()
             if stream.log_file.exists():
                 result["batch_steps"] = step_medians(stream.log_file.read_text(errors="replace"))
-            drop_database(settings)
+            drop_database(dsn)
             shutil.rmtree(root, ignore_errors=True)
     result["seconds"] = round(time.monotonic() - started, 1)
     emit(result)

@@ -73,33 +73,29 @@ def cmd_stream(args: argparse.Namespace) -> int:
     for name in ("pipelines", "ml", "ecom"):
         logging.getLogger(name).setLevel(logging.INFO)  # per-batch step timings and model changes
     spark = get_spark(settings, f"ecom-stream-{args.layer}")
-    starters: dict[str, Callable] = {
-        "all": lambda *a, **k: silver.start(*a, mode="ingest", **k),
-        "bronze": bronze.start,
-        "silver": lambda *a, **k: silver.start(*a, mode="silver", **k),
+    # layer -> (what it does, how to start it)
+    layers: dict[str, tuple[str, Callable]] = {
+        "all": ("Kafka -> bronze + silver + PostgreSQL", lambda **k: silver.start(spark, settings, mode="ingest", **k)),
+        "bronze": ("Kafka -> bronze", lambda **k: bronze.start(spark, settings, **k)),
+        "silver": ("bronze -> silver + PostgreSQL", lambda **k: silver.start(spark, settings, mode="silver", **k)),
     }
-    what = {
-        "all": "Kafka -> bronze + silver + PostgreSQL",
-        "bronze": "Kafka -> bronze",
-        "silver": "bronze -> silver + PostgreSQL",
-    }[args.layer]
+    what, start = layers[args.layer]
     if args.once:
         print(f"{what}: processing what is available ...", flush=True)
-        starters[args.layer](spark, settings, once=True).awaitTermination()
+        start(once=True).awaitTermination()
         print("done")
         return 0
-    queries = [starters[args.layer](spark, settings)]
+    query = start()
     print(f"streaming {what}; Ctrl-C to stop", flush=True)
     try:
-        while all(q.isActive for q in queries):
+        while query.isActive:
             time.sleep(1)
     except KeyboardInterrupt:
         pass
-    for q in queries:
-        if q.exception():
-            print(f"query {q.name} failed: {q.exception()}", file=sys.stderr)
-            return 1
-        q.stop()
+    if query.exception():
+        print(f"query {query.name} failed: {query.exception()}", file=sys.stderr)
+        return 1
+    query.stop()
     return 0
 
 

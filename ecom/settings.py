@@ -254,6 +254,21 @@ def load_settings(profile: str | None = None, environ: dict[str, str] | None = N
     return Settings.model_validate(raw)
 
 
+def child_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child ``ecom`` process that must use these settings' topic, lake, database and MLflow
+    store (for settings changed in code, e.g. a benchmark's or a test's scratch copies)."""
+    return {
+        **(os.environ if base is None else base),
+        "ECOM_PROFILE": settings.profile,
+        "ECOM_KAFKA__TOPICS__TRANSACTIONS": settings.kafka.transactions_topic,
+        "ECOM_LAKE__ROOT": settings.lake.root,
+        "ECOM_LAKE__CHECKPOINTS": settings.lake.checkpoints,
+        "ECOM_POSTGRES__DATABASE": settings.postgres.database,
+        "ECOM_MLFLOW__TRACKING_URI": settings.mlflow.tracking_uri,
+        "ECOM_MLFLOW__ARTIFACT_ROOT": settings.mlflow.artifact_root,
+    }
+
+
 @cache
 def get_settings(profile: str | None = None) -> Settings:
     """Cached settings for the current process."""

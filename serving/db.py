@@ -86,6 +86,47 @@ def _csv_value(value):
     return value
 
 
+def admin_dsn(dsn: str) -> str:
+    """The same server's ``postgres`` maintenance database."""
+    return dsn.rsplit("/", 1)[0] + "/postgres"
+
+
+def _database_name(dsn: str) -> str:
+    return dsn.rsplit("/", 1)[1].split("?", 1)[0]
+
+
+def _as_admin(dsn: str, *statements: str) -> None:
+    conn = connect(admin_dsn(dsn))
+    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def recreate_database(dsn: str) -> None:
+    """Drop (if present) and create the database named by ``dsn``, then apply the migrations."""
+    name = _database_name(dsn)
+    _as_admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    migrate(dsn)
+
+
+def drop_database(dsn: str) -> None:
+    _as_admin(dsn, f'DROP DATABASE IF EXISTS "{_database_name(dsn)}" WITH (FORCE)')
+
+
+def mark_committed(cur, sink: str, batch_id: int, row_count: int) -> None:
+    """Record ``(sink, batch_id)`` as committed (in the caller's transaction)."""
+    cur.execute(
+        "INSERT INTO pipeline_batches (sink, batch_id, row_count, state) VALUES (%s, %s, %s, 'committed') "
+        "ON CONFLICT (sink, batch_id) DO UPDATE SET row_count = EXCLUDED.row_count, state = 'committed', "
+        "committed_at = now()",
+        (sink, batch_id, row_count),
+    )
+
+
 def batch_seen(cur, sink: str, batch_id: int) -> bool:
     """True if ``(sink, batch_id)`` was committed."""
     cur.execute(
@@ -162,12 +203,7 @@ def commit_batch_writes(conn, sink: str, batch_id: int, writes: Sequence[TableWr
         if batch_seen(cur, sink, batch_id):
             return None
         written = [upsert_rows(cur, w.table, w.columns, w.key, w.rows, w.update) for w in writes]
-        cur.execute(
-            "INSERT INTO pipeline_batches (sink, batch_id, row_count, state) VALUES (%s, %s, %s, 'committed') "
-            "ON CONFLICT (sink, batch_id) DO UPDATE SET row_count = EXCLUDED.row_count, state = 'committed', "
-            "committed_at = now()",
-            (sink, batch_id, sum(len(w.rows) for w in writes)),
-        )
+        mark_committed(cur, sink, batch_id, sum(len(w.rows) for w in writes))
         return written
 
 

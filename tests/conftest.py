@@ -59,40 +59,17 @@ def isolated_settings(settings: Settings, root, name: str) -> Settings:
     )
 
 
-def isolated_env(settings: Settings) -> dict[str, str]:
-    """Environment for a child ``ecom`` process to use the same isolated topic, lake, database and MLflow store."""
-    return {
-        **os.environ,
-        "ECOM_PROFILE": settings.profile,
-        "ECOM_KAFKA__TOPICS__TRANSACTIONS": settings.kafka.transactions_topic,
-        "ECOM_LAKE__ROOT": settings.lake.root,
-        "ECOM_LAKE__CHECKPOINTS": settings.lake.checkpoints,
-        "ECOM_POSTGRES__DATABASE": settings.postgres.database,
-        "ECOM_MLFLOW__TRACKING_URI": settings.mlflow.tracking_uri,
-        "ECOM_MLFLOW__ARTIFACT_ROOT": settings.mlflow.artifact_root,
-    }
-
-
 @pytest.fixture
 def isolated(stack: Settings, tmp_path):
     """Isolated settings (own topic, lake, database) with the topic created and the database migrated."""
     import uuid
 
-    import psycopg2
-
     from ecom.runtime.kafka import ensure_topics
-    from serving.db import migrate
+    from serving.db import drop_database, recreate_database
 
     # A subfolder: other fixtures of the same test may use tmp_path for their own lake.
     settings = isolated_settings(stack, tmp_path / "isolated", uuid.uuid4().hex[:10])
-    admin_dsn = stack.postgres.dsn.rsplit("/", 1)[0] + "/postgres"
-    conn = psycopg2.connect(admin_dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {settings.postgres.database}")
-    migrate(settings.postgres.dsn)
+    recreate_database(settings.postgres.dsn)
     ensure_topics(settings)
     yield settings
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {settings.postgres.database} WITH (FORCE)")
-    conn.close()
+    drop_database(settings.postgres.dsn)

@@ -110,10 +110,14 @@ class SilverBatch:
         self.last_timings: dict[str, float] = {}
         self._producer = None
 
+    def _tag(self, batch_id: int) -> str:
+        """The userMetadata of every Delta commit of this batch."""
+        return f"{self.sink_id}:{batch_id}"
+
     def _append(self, df: DataFrame, layer: str, table: str, batch_id: int, retry: bool) -> None:
         """Append ``df`` to a lake table, its commit tagged with the batch; on a retry, only if not tagged yet."""
         path = self.lake.table(layer, table)
-        tag = f"{self.sink_id}:{batch_id}"
+        tag = self._tag(batch_id)
         if retry and committed_with_tag(path, tag):
             return
         df.write.format("delta").mode("append").option("userMetadata", tag).save(path)
@@ -202,7 +206,7 @@ class SilverBatch:
             timer.mark("alerts")
 
             updated = features.updated_profiles(served, prior).select(*PROFILE_SCHEMA.fieldNames()).localCheckpoint()
-            tag = f"{self.sink_id}:{batch_id}"
+            tag = self._tag(batch_id)
             if not (retry and committed_with_tag(profiles_path, tag)):
                 spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", tag)
                 try:
@@ -298,10 +302,7 @@ class SilverBatch:
                     producer.send(self.settings.kafka.alerts_topic, key=key, value=value)
                 producer.flush()
             with conn, conn.cursor() as cur:
-                cur.execute(
-                    "INSERT INTO pipeline_batches (sink, batch_id, row_count) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                    (sink, batch_id, len(messages)),
-                )
+                db.mark_committed(cur, sink, batch_id, len(messages))
         finally:
             conn.close()
 

@@ -15,11 +15,11 @@ from ecom.lake import prepare_lake
 from ecom.reconcile import reconcile
 from ecom.runtime.process import wait_until
 from ecom.schemas import BRONZE_SCHEMA
+from ecom.settings import child_environment
 from pipelines.silver.job import SilverBatch
 from serving.db import connection
 from simulator.generator import TransactionSimulator
 from simulator.producer import TransactionProducer
-from tests.conftest import isolated_env
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ def test_kill_9_mid_stream_then_restart_is_exact(isolated):
     producer.close()
     assert producer.stats.failed == 0
 
-    env = isolated_env(settings)
+    env = child_environment(settings)
     small_batches = {**env, "ECOM_STREAM__MAX_OFFSETS_PER_TRIGGER": "1000"}
     cmd = [sys.executable, "-m", "ecom.cli", "stream", "all"]
     proc = subprocess.Popen(

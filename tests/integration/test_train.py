@@ -115,16 +115,16 @@ def test_running_stream_picks_up_a_moved_alias_without_restart(trained_setup, is
     from mlflow.tracking import MlflowClient
 
     from ecom.runtime.process import wait_until
+    from ecom.settings import child_environment
     from serving.db import connection
     from simulator.generator import TransactionSimulator
     from simulator.producer import TransactionProducer
-    from tests.conftest import isolated_env
 
     train_settings, _, _ = trained_setup
     assert run_train(train_settings, args(no_challenger=True)) == 0
     assert registry.champion_version(train_settings) == "1"
     settings = isolated.model_copy(update={"mlflow": train_settings.mlflow})
-    env = isolated_env(settings)
+    env = child_environment(settings)
 
     def served_by(version: str) -> int:
         with connection(settings.postgres.dsn) as conn, conn.cursor() as cur:
