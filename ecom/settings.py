@@ -115,6 +115,7 @@ class StreamSettings(_Section):
     trigger_interval: str
     max_offsets_per_trigger: int
     starting_offsets: str
+    profiles_snapshot_s: float  # how often the stream's customer profiles are written to silver/customer_profiles
 
 
 class LakeSettings(_Section):
@@ -255,12 +256,13 @@ def load_settings(profile: str | None = None, environ: dict[str, str] | None = N
 
 
 def child_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a child ``ecom`` process that must use these settings' topic, lake, database and MLflow
-    store (for settings changed in code, e.g. a benchmark's or a test's scratch copies)."""
+    """Environment for a child ``ecom`` process that must use these settings' topics (orders, alerts), lake,
+    database and MLflow store (for settings changed in code, e.g. a benchmark's or a test's scratch copies)."""
     return {
         **(os.environ if base is None else base),
         "ECOM_PROFILE": settings.profile,
         "ECOM_KAFKA__TOPICS__TRANSACTIONS": settings.kafka.transactions_topic,
+        "ECOM_KAFKA__TOPICS__ALERTS": settings.kafka.alerts_topic,
         "ECOM_LAKE__ROOT": settings.lake.root,
         "ECOM_LAKE__CHECKPOINTS": settings.lake.checkpoints,
         "ECOM_POSTGRES__DATABASE": settings.postgres.database,

@@ -1,10 +1,13 @@
-"""Scoring in the stream: the champion model, reloaded when its registry alias moves, applied with mapInPandas.
+"""Scoring: the champion model, reloaded when its registry alias moves; vectorised over pandas batches.
 
 ``ChampionTracker.refresh`` is called at every micro-batch boundary: one
-registry call; when the alias points at a new version the scorer is loaded
-and broadcast (each Python worker deserialises it once), so a retrained model
-takes over without a restart. Without a registered model rows stay unscored
-(null score) and the stream keeps running.
+registry call; when the alias points at a new version the scorer is loaded, so
+a retrained model takes over without a restart. The stream scores each batch's
+new orders in its driver with ``score_frame`` (one vectorised call per batch);
+``with_fraud_scores`` applies the same function with ``mapInPandas`` to a
+Spark DataFrame (``ecom rescore``), each Python worker deserialising the
+broadcast scorer once. Without a registered model rows stay unscored (null
+score) and the stream keeps running.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 from pyspark import Broadcast
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 
 from ecom.settings import Settings
 from ml import registry
@@ -29,10 +32,10 @@ class ChampionTracker:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.version: str | None = None
-        self.broadcast: Broadcast | None = None
+        self.scorer: FraudScorer | None = None
         self._warned = False
 
-    def refresh(self, spark: SparkSession) -> tuple[Broadcast, str] | None:
+    def refresh(self) -> tuple[FraudScorer, str] | None:
         try:
             version = registry.champion_version(self.settings)
         except Exception as exc:  # the registry being away must not stop the stream  # noqa: BLE001
@@ -48,14 +51,10 @@ class ChampionTracker:
                 self._warned = True
             return None
         if version != self.version:
-            scorer = registry.load_version(self.settings, version)
-            old = self.broadcast
-            self.broadcast = spark.sparkContext.broadcast(scorer)
-            if old is not None:
-                old.unpersist()
+            self.scorer = registry.load_version(self.settings, version)
             log.warning("fraud model version %s now scores the stream (was %s)", version, self.version)
             self.version = version
-        return self.broadcast, self.version
+        return self.scorer, self.version
 
 
 def score_frame(pdf: pd.DataFrame, scorer: FraudScorer, version: str, threshold: float) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import psycopg2
 import psycopg2.extensions
 
@@ -80,7 +81,7 @@ def copy_rows(cur, table: str, columns: Sequence[str], rows: Sequence[Sequence])
 
 
 def _csv_value(value):
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, np.ndarray)):
         inner = ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
         return "{" + inner + "}"
     return value

@@ -1,28 +1,40 @@
-"""Silver layer: bronze records -> ``silver/transactions`` (+ quarantine, duplicates, customer profiles) and PostgreSQL.
+"""Silver layer: bronze records -> ``silver/transactions`` (+ quarantine, duplicates, alerts) and PostgreSQL.
 
 Each micro-batch is handled by ``SilverBatch``, a named ``foreachBatch``
-function whose replay of the same batch id changes nothing. In order:
+function whose replay of the same batch id changes nothing. The work is split
+so that an order is queryable in PostgreSQL as early as possible:
 
-1. the batch is marked started in PostgreSQL (``pipeline_batches``); a batch
-   already committed is skipped, one started but never committed is a retry;
-2. (ingest mode) the raw records -> ``bronze/transactions``;
-3. records failing a quality rule -> ``silver/quarantine`` with their reasons;
-4. valid records are ranked per ``event_id``; each event is classified
-   against silver by (event_date, event_id): ``new``, ``written`` (this very
-   Kafka record is already there: a retry) or ``duplicate``;
-5. new events get their history features (``ml.features``) from the customer
-   profiles before this batch, are scored by the champion model (if any) and
-   go to ``silver/transactions``; repeated records -> ``silver/duplicates``;
-   orders at or above the threshold -> ``silver/fraud_alerts``;
-6. the customers' profiles -> ``silver/customer_profiles`` (MERGE);
-7. events, customers' running totals and alerts -> PostgreSQL in one database
-   transaction that also marks the batch committed; then alerts -> Kafka.
+1. the batch is marked started in PostgreSQL (``pipeline_batches``): ``new``,
+   ``retry`` (started before, never served) or ``done`` (served; a batch whose
+   alerts reached Kafka too is skipped);
+2. one Spark job parses the records, applies the quality rules and
+   pseudonymises the valid ones (``transforms``) and brings those rows to the
+   driver (Arrow); the records stay cached for the lake writes;
+3. in the driver (pandas, milliseconds): repeats within the batch are ranked;
+   each event is classified against what is stored before (``new``,
+   ``written``: this very record is stored, a retry; ``duplicate``); new
+   events get their history features from the customer profiles the stream
+   holds (``pipelines.silver.state``, ``ml.features``) and are scored by the
+   champion model (if any); alerts are the orders at or above the threshold;
+4. events, customers' running totals and alerts -> PostgreSQL in one database
+   transaction that also marks the batch served;
+5. the Delta appends, in parallel threads: bronze (ingest mode), quarantine,
+   silver, duplicates, fraud alerts;
+6. the profiles are updated in memory and, at most every
+   ``stream.profiles_snapshot_s``, snapshotted to ``silver/customer_profiles``;
+7. alerts -> Kafka ``fraud-alerts``; its bookkeeping row ends the batch.
+
+De-duplication looks events up where that is cheapest and still exact. On a
+first attempt of the ingest stream that is PostgreSQL ``transactions``, whose
+primary key every earlier batch filled in the same transaction as its
+bookkeeping (a lookup of thousands of ids takes milliseconds, where a silver
+scan took 1.4 s). A retry, and the rebuild of silver from bronze (where
+PostgreSQL already holds everything), look in silver itself.
 
 Every Delta commit is tagged with (checkpoint, batch id) in its userMetadata.
 A first attempt just writes; a retry skips each table whose last commits
-already carry the tag (Delta's own txnAppId check costs a Spark job per write,
-about a second each on two cores, so it is kept off the common path). Every
-Kafka record thus ends in exactly one of silver, quarantine or duplicates.
+already carry the tag. Every Kafka record thus ends in exactly one of silver,
+quarantine or duplicates, and a crash at any point is repaired by the replay.
 
 Two ways to run it (see docs/architecture.md for why ingest is the default):
 - ``ingest`` (``ecom stream all``): one query reads Kafka and writes bronze and
@@ -38,11 +50,15 @@ Runs as ``ecom stream ...`` or ``spark-submit pipelines/silver/job.py [--mode in
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
+import pandas as pd
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -50,16 +66,18 @@ from pyspark.sql.streaming import StreamingQuery
 
 from ecom import __version__
 from ecom.lake import prepare_lake
-from ecom.schemas import BRONZE_SCHEMA, PROFILE_SCHEMA, SILVER_SCHEMA
+from ecom.schemas import ALERT_SCHEMA, BRONZE_SCHEMA, DUPLICATES_SCHEMA, SILVER_SCHEMA
 from ecom.secrets import pii_key
 from ecom.settings import Settings, get_settings
 from ml import features
-from ml.scoring import ChampionTracker, with_fraud_scores
+from ml.scoring import ChampionTracker, score_frame
 from pipelines.bronze.job import read_kafka, with_bronze_columns
 from pipelines.silver import transforms as t
+from pipelines.silver.state import CustomerState
 from serving import db
 
 QUERY_NAMES = {"ingest": "ingest_transactions", "silver": "silver_transactions"}
+SILVER_COLUMNS = SILVER_SCHEMA.fieldNames()
 
 TX_COLUMNS = (
     "event_id", "transaction_id", "event_time", "customer_id", "customer_email_hash", "amount", "currency",
@@ -94,6 +112,29 @@ class StepTimer:
         return ", ".join(f"{k} {v:.0f}" for k, v in self.steps.items())
 
 
+def rows_of(df: pd.DataFrame, columns: Sequence[str]) -> list[tuple]:
+    """A pandas frame's rows as tuples for PostgreSQL: missing values (NaN, NaT, None) -> None."""
+    values = df[list(columns)].astype(object)
+    return list(values.where(values.notna(), None).itertuples(index=False, name=None))
+
+
+def customer_rows(profiles: Sequence[features.Profile]) -> list[tuple]:
+    """``customers`` rows (CUSTOMER_COLUMNS) from profiles."""
+    return [
+        (
+            p.customer_id,
+            p.customer_email_hash,
+            p.first_order_time,
+            p.last_order_time,
+            p.tx_count,
+            round(p.amount_sum, 2),
+            round(p.amount_sum / p.tx_count, 2),
+            p.updated_time,
+        )  # fmt: skip
+        for p in profiles
+    ]
+
+
 class SilverBatch:
     """The ``foreachBatch`` function of the silver (and ingest) stream."""
 
@@ -107,8 +148,11 @@ class SilverBatch:
         self.lake = settings.lake
         self.dsn = settings.postgres.dsn
         self.champion = ChampionTracker(settings)
+        self.state: CustomerState | None = None  # loaded at the first batch
         self.last_timings: dict[str, float] = {}
+        self._conn = None
         self._producer = None
+        self._writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="silver-lake")
 
     def _tag(self, batch_id: int) -> str:
         """The userMetadata of every Delta commit of this batch."""
@@ -125,186 +169,157 @@ class SilverBatch:
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         spark = batch_df.sparkSession
         timer = StepTimer()
+        if self.state is None:
+            self.state = CustomerState.load(
+                self.lake.table("silver", "customer_profiles"), self.lake.table("silver", "transactions")
+            )
+            timer.mark("state")
         attempt = self._begin(batch_id)
-        if attempt == "done":  # replayed after everything was committed: nothing to do
+        if attempt == "done" and self._alerts_published(batch_id):
             log.info("batch %d was committed before; skipped", batch_id)
             return
-        retry = attempt == "retry"
-        model = self.champion.refresh(spark)  # a moved registry alias takes over here, at the batch boundary
+        retry = attempt != "new"
+        model = self.champion.refresh()  # a moved registry alias takes over here, at the batch boundary
         timer.mark("model")
-        records = batch_df.transform(with_bronze_columns) if self.write_bronze else batch_df
-        records = records.persist()
-        cached = [records]
+        records = (batch_df.transform(with_bronze_columns) if self.write_bronze else batch_df).persist()
+        checked = records.transform(t.with_parsed_event).transform(t.with_rule_failures).persist()
         try:
-            if self.write_bronze:
-                self._append(records, "bronze", "transactions", batch_id, retry)
-                timer.mark("bronze")
-            checked = records.transform(t.with_parsed_event).transform(t.with_rule_failures).persist()
-            cached.append(checked)
-            invalid = t.filter_invalid(checked)
-            if not invalid.isEmpty():
-                self._append(t.to_quarantine(invalid, __version__), "silver", "quarantine", batch_id, retry)
-            timer.mark("quarantine")
-
-            ranked = t.with_event_rank(t.to_silver(t.filter_valid(checked), self.key, __version__)).persist()
-            cached.append(ranked)
-            dates = [r.event_date for r in ranked.select("event_date").distinct().collect()]
+            valid = t.to_silver(t.filter_valid(checked), self.key, __version__).toPandas()
             timer.mark("parse")
-            if not dates:
-                self._serve(batch_id, [], [], [])
-                return
-            existing = self._silver(spark, dates).select("event_date", "event_id", "kafka_partition", "kafka_offset")
-            # localCheckpoint, not persist: writing to a table drops the cached plans that read it, and
-            # recomputing these after the writes below would see this batch's own rows.
-            firsts = t.with_duplicate_status(
-                ranked.filter("event_rank = 1").drop("event_rank"), existing
-            ).localCheckpoint()
+
+            ranked = t.with_event_rank(valid)
+            firsts = ranked[ranked["event_rank"] == 1].drop(columns="event_rank")
+            stored = self._stored(spark, firsts, in_silver=retry or not self.write_bronze)
+            firsts = t.with_duplicate_status(firsts, stored)
             timer.mark("classify")
 
-            profiles_path = self.lake.table("silver", "customer_profiles")
-            customers = firsts.filter("status != 'duplicate'").select("customer_id").distinct()
-            prior = (
-                DeltaTable.forPath(spark, profiles_path).toDF().join(F.broadcast(customers), "customer_id", "left_semi")
-            )
-            prior = prior.localCheckpoint()
-            timer.mark("prior")
-            new_rows = (
-                firsts.filter("status = 'new'")
-                .drop("status")
-                .transform(lambda df: features.with_history_features(df, prior))
-                .transform(t.with_unscored_columns)
-                .select(*SILVER_SCHEMA.fieldNames())
-            )
+            fresh = firsts[firsts["status"] == "new"].drop(columns="status")
+            history = features.apply_history(fresh, self.state.profiles)
+            new_rows = t.with_unscored_columns(history.features)
             if model is not None:
-                new_rows = with_fraud_scores(new_rows, *model, self.settings.fraud.alert_threshold)
-            new_rows = new_rows.localCheckpoint()
-            timer.mark("features")
-            self._append(new_rows, "silver", "transactions", batch_id, retry)
-            timer.mark("silver")
-
-            repeats = (
-                ranked.filter("event_rank > 1")
-                .drop("event_rank")
-                .unionByName(firsts.filter("status = 'duplicate'").drop("status"))
+                new_rows = score_frame(new_rows, *model, self.settings.fraud.alert_threshold)
+            new_rows = new_rows[SILVER_COLUMNS]
+            # On a retry, the events a first attempt stored in silver are served again as silver holds them.
+            again = firsts.loc[firsts["status"] == "written", "event_id"]
+            served = pd.concat([new_rows, stored[stored["event_id"].isin(again)]]) if len(again) else new_rows
+            alerts = t.alerts_frame(served)
+            repeats = pd.concat(
+                [ranked[ranked["event_rank"] > 1], firsts[firsts["status"] == "duplicate"]], ignore_index=True
             )
-            if not repeats.isEmpty():
-                self._append(t.to_duplicates(repeats, __version__), "silver", "duplicates", batch_id, retry)
-            timer.mark("duplicates")
+            timer.mark("features")
 
-            if retry:
-                # What the first attempt wrote is in silver already: serve what silver holds for these events.
-                keys = firsts.filter("status != 'duplicate'").select("event_date", "event_id")
-                served = self._silver(spark, dates).join(F.broadcast(keys), ["event_date", "event_id"], "left_semi")
-                served = served.localCheckpoint()
-            else:
-                served = new_rows
-            alerts = t.to_alerts(served).persist()
-            cached.append(alerts)
-            alert_rows = [tuple(r) for r in alerts.select(*ALERT_COLUMNS).collect()]
-            if alert_rows:
-                self._append(alerts, "silver", "fraud_alerts", batch_id, retry)
-            timer.mark("alerts")
-
-            updated = features.updated_profiles(served, prior).select(*PROFILE_SCHEMA.fieldNames()).localCheckpoint()
-            tag = self._tag(batch_id)
-            if not (retry and committed_with_tag(profiles_path, tag)):
-                spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", tag)
-                try:
-                    (
-                        DeltaTable.forPath(spark, profiles_path)
-                        .alias("p")
-                        .merge(updated.alias("u"), "p.customer_id = u.customer_id")
-                        .whenMatchedUpdateAll()
-                        .whenNotMatchedInsertAll()
-                        .execute()
-                    )
-                finally:
-                    spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
-            timer.mark("profiles")
-            if retry:  # the MERGE may have been the first attempt's: read the profiles as they are now
-                updated = (
-                    DeltaTable.forPath(spark, profiles_path)
-                    .toDF()
-                    .join(F.broadcast(customers), "customer_id", "left_semi")
+            if attempt != "done":
+                profiles = {**self.state.profiles, **history.profiles}
+                self._serve(
+                    batch_id,
+                    rows_of(served, TX_COLUMNS),
+                    customer_rows([profiles[c] for c in served["customer_id"].unique()]),
+                    rows_of(alerts, ALERT_COLUMNS),
                 )
-            tx_rows, customer_rows = self._tx_rows(served), self._customer_rows(updated)
-            timer.mark("collect")
-            self._serve(batch_id, tx_rows, customer_rows, alert_rows)
-            timer.mark("postgres")
-            self._publish_alerts(batch_id, alert_rows)
+                timer.mark("postgres")
+
+            self._write_lake(spark, batch_id, retry, records, checked, new_rows, repeats, alerts)
+            timer.mark("lake")
+            self.state.apply(history.profiles, new_rows)
+            if self.state.snapshot_due(self.settings.stream.profiles_snapshot_s):
+                self.state.snapshot(spark, self.lake.table("silver", "customer_profiles"))
+                timer.mark("profiles")
+            self._publish_alerts(batch_id, rows_of(alerts, ALERT_COLUMNS))
             timer.mark("kafka_alerts")
         finally:
-            for df in cached:
-                df.unpersist()
+            records.unpersist()
+            checked.unpersist()
             self.last_timings = timer.steps
             log.info("batch %d%s: %s ms", batch_id, " (retry)" if retry else "", timer.summary())
 
+    def _write_lake(
+        self,
+        spark: SparkSession,
+        batch_id: int,
+        retry: bool,
+        records: DataFrame,
+        checked: DataFrame,
+        new_rows: pd.DataFrame,
+        repeats: pd.DataFrame,
+        alerts: pd.DataFrame,
+    ) -> None:
+        """The batch's Delta appends, in parallel (different tables, so they cannot conflict)."""
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+        def quarantine() -> None:
+            invalid = t.filter_invalid(checked)
+            if not invalid.isEmpty():
+                self._append(t.to_quarantine(invalid, __version__), "silver", "quarantine", batch_id, retry)
+
+        def append_frame(rows: pd.DataFrame, schema, table: str) -> Callable[[], None]:
+            return lambda: self._append(spark.createDataFrame(rows, schema), "silver", table, batch_id, retry)
+
+        jobs: list[Callable[[], None]] = [quarantine]
+        if self.write_bronze:
+            jobs.append(lambda: self._append(records, "bronze", "transactions", batch_id, retry))
+        if len(new_rows):
+            jobs.append(append_frame(new_rows, SILVER_SCHEMA, "transactions"))
+        if len(repeats):
+            jobs.append(append_frame(t.duplicates_frame(repeats, __version__, now), DUPLICATES_SCHEMA, "duplicates"))
+        if len(alerts):
+            jobs.append(append_frame(alerts, ALERT_SCHEMA, "fraud_alerts"))
+        for future in [self._writers.submit(job) for job in jobs]:
+            future.result()  # the first failure is raised here: the batch fails and is replayed
+
+    def _db(self):
+        """The stream's PostgreSQL connection, reopened when it was lost."""
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.dsn)
+        return self._conn
+
     def _begin(self, batch_id: int) -> str:
-        conn = db.connect(self.dsn)
-        try:
-            return db.begin_batch(conn, f"{self.sink_id}-pg", batch_id)
-        finally:
-            conn.close()
+        return db.begin_batch(self._db(), f"{self.sink_id}-pg", batch_id)
 
-    def _silver(self, spark: SparkSession, dates: list) -> DataFrame:
-        """Silver rows of the given event dates (partition pruned)."""
-        table = DeltaTable.forPath(spark, self.lake.table("silver", "transactions")).toDF()
-        return table.filter(F.col("event_date").isin(dates))
-
-    @staticmethod
-    def _tx_rows(served: DataFrame) -> list[tuple]:
-        return [tuple(r) for r in served.select(*TX_COLUMNS).collect()]
-
-    @staticmethod
-    def _customer_rows(profiles: DataFrame) -> list[tuple]:
-        rows = profiles.select(
-            "customer_id",
-            "customer_email_hash",
-            "first_order_time",
-            "last_order_time",
-            F.col("tx_count").alias("order_count"),
-            F.round("amount_sum", 2).alias("total_amount"),
-            F.round(F.col("amount_sum") / F.col("tx_count"), 2).alias("avg_amount"),
-            F.col("updated_time").alias("updated_at"),
-        ).collect()
-        return [tuple(r) for r in rows]
+    def _stored(self, spark: SparkSession, firsts: pd.DataFrame, in_silver: bool) -> pd.DataFrame:
+        """What is stored already for the batch's events: event_id and Kafka coordinates (all columns from silver)."""
+        ids = firsts["event_id"].tolist()
+        if not ids:
+            return pd.DataFrame(columns=SILVER_COLUMNS)
+        if in_silver:
+            dates = sorted(set(firsts["event_date"]))
+            table = DeltaTable.forPath(spark, self.lake.table("silver", "transactions")).toDF()
+            return table.filter(F.col("event_date").isin(dates) & F.col("event_id").isin(ids)).toPandas()
+        with self._db() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT event_id, kafka_partition, kafka_offset FROM transactions WHERE event_id = ANY(%s)", (ids,)
+            )
+            return pd.DataFrame(cur.fetchall(), columns=["event_id", "kafka_partition", "kafka_offset"])
 
     def _serve(self, batch_id: int, tx_rows: list[tuple], customer_rows: list[tuple], alert_rows: list[tuple]) -> None:
-        conn = db.connect(self.dsn)
-        try:
-            db.commit_batch_writes(
-                conn,
-                f"{self.sink_id}-pg",
-                batch_id,
-                [
-                    db.TableWrite("transactions", TX_COLUMNS, ("event_id",), tx_rows),
-                    db.TableWrite(
-                        "customers", CUSTOMER_COLUMNS, ("customer_id",), customer_rows, update=CUSTOMER_COLUMNS[1:]
-                    ),
-                    db.TableWrite("fraud_alerts", ALERT_COLUMNS, ("event_id",), alert_rows),
-                ],
-            )
-        finally:
-            conn.close()
+        db.commit_batch_writes(
+            self._db(),
+            f"{self.sink_id}-pg",
+            batch_id,
+            [
+                db.TableWrite("transactions", TX_COLUMNS, ("event_id",), tx_rows),
+                db.TableWrite(
+                    "customers", CUSTOMER_COLUMNS, ("customer_id",), customer_rows, update=CUSTOMER_COLUMNS[1:]
+                ),
+                db.TableWrite("fraud_alerts", ALERT_COLUMNS, ("event_id",), alert_rows),
+            ],
+        )
+
+    def _alerts_published(self, batch_id: int) -> bool:
+        with self._db() as conn, conn.cursor() as cur:
+            return db.batch_seen(cur, f"{self.sink_id}-kafka-alerts", batch_id)
 
     def _publish_alerts(self, batch_id: int, alert_rows: list[tuple]) -> None:
         """Alerts -> Kafka ``fraud-alerts``, once per batch (bookkeeping row after the broker confirmed)."""
-        sink = f"{self.sink_id}-kafka-alerts"
-        conn = db.connect(self.dsn)
-        try:
-            with conn, conn.cursor() as cur:
-                if db.batch_seen(cur, sink, batch_id):
-                    return
-            messages = [alert_message(dict(zip(ALERT_COLUMNS, row, strict=True))) for row in alert_rows]
-            if messages:
-                producer = self._alert_producer()
-                for key, value in messages:
-                    producer.send(self.settings.kafka.alerts_topic, key=key, value=value)
-                producer.flush()
-            with conn, conn.cursor() as cur:
-                db.mark_committed(cur, sink, batch_id, len(messages))
-        finally:
-            conn.close()
+        if self._alerts_published(batch_id):
+            return
+        messages = [alert_message(dict(zip(ALERT_COLUMNS, row, strict=True))) for row in alert_rows]
+        if messages:
+            producer = self._alert_producer()
+            for key, value in messages:
+                producer.send(self.settings.kafka.alerts_topic, key=key, value=value)
+            producer.flush()
+        with self._db() as conn, conn.cursor() as cur:
+            db.mark_committed(cur, f"{self.sink_id}-kafka-alerts", batch_id, len(messages))
 
     def _alert_producer(self):
         if self._producer is None:

@@ -8,12 +8,14 @@ of the rules a record fails, so one helper routes failures to quarantine.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
 from ecom.schemas import (
     ALERT_SCHEMA,
@@ -26,7 +28,6 @@ from ecom.schemas import (
     QUARANTINE_SCHEMA,
     SCHEMA_VERSION,
     SCORE_COLUMNS,
-    SILVER_SCHEMA,
 )
 
 
@@ -149,54 +150,57 @@ def to_quarantine(invalid_df: DataFrame, pipeline_version: str) -> DataFrame:
     ).select(*QUARANTINE_SCHEMA.fieldNames())
 
 
-def with_unscored_columns(df: DataFrame) -> DataFrame:
-    """Adds the fraud-score columns as nulls: the row is not scored (no model yet)."""
-    types = {f.name: f.dataType for f in SILVER_SCHEMA.fields}
-    for name in SCORE_COLUMNS:
-        df = df.withColumn(name, F.lit(None).cast(types[name]))
-    return df
+# Driver-side steps of a micro-batch (pandas): the batch's valid rows are in
+# the driver anyway for scoring and PostgreSQL, and these take milliseconds
+# there against a Spark job each.
 
 
-def with_event_rank(silver_df: DataFrame) -> DataFrame:
+def with_event_rank(silver: pd.DataFrame) -> pd.DataFrame:
     """Adds ``event_rank``: 1 for the earliest Kafka record of each event_id in the batch, 2, 3... for repeats."""
-    first = Window.partitionBy("event_id").orderBy("kafka_partition", "kafka_offset")
-    return silver_df.withColumn("event_rank", F.row_number().over(first))
+    order = silver.sort_values(["kafka_partition", "kafka_offset"], kind="stable")
+    rank = order.groupby("event_id", sort=False, dropna=False).cumcount() + 1
+    return silver.assign(event_rank=rank.reindex(silver.index).astype("int32"))
 
 
-def with_duplicate_status(firsts: DataFrame, existing: DataFrame) -> DataFrame:
-    """Adds ``status`` to one row per event: ``new``, ``written`` (this very record is in silver
-    already: a replayed batch) or ``duplicate`` (silver holds the event from another record).
+def with_duplicate_status(firsts: pd.DataFrame, existing: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``status`` to one row per event: ``new``, ``written`` (this very record is stored already:
+    a replayed batch) or ``duplicate`` (the event is stored from another record).
 
-    ``existing`` has event_date, event_id, kafka_partition, kafka_offset of silver rows.
+    ``existing`` has event_id, kafka_partition, kafka_offset of the events stored before.
     """
-    e = existing.select(
-        "event_date",
-        "event_id",
-        F.col("kafka_partition").alias("_e_partition"),
-        F.col("kafka_offset").alias("_e_offset"),
+    seen = existing.drop_duplicates("event_id").set_index("event_id")[["kafka_partition", "kafka_offset"]]
+    at = seen.reindex(firsts["event_id"])
+    same = (at["kafka_partition"].to_numpy() == firsts["kafka_partition"].to_numpy()) & (
+        at["kafka_offset"].to_numpy() == firsts["kafka_offset"].to_numpy()
     )
-    same_record = (F.col("_e_partition") == F.col("kafka_partition")) & (F.col("_e_offset") == F.col("kafka_offset"))
-    return (
-        firsts.join(e, ["event_date", "event_id"], "left")
-        .withColumn(
-            "status",
-            F.when(F.col("_e_offset").isNull(), F.lit("new"))
-            .when(same_record, F.lit("written"))
-            .otherwise(F.lit("duplicate")),
-        )
-        .drop("_e_partition", "_e_offset")
-    )
+    status = np.where(at["kafka_offset"].isna().to_numpy(), "new", np.where(same, "written", "duplicate"))
+    return firsts.assign(status=status)
 
 
-def to_duplicates(df: DataFrame, pipeline_version: str) -> DataFrame:
+def with_unscored_columns(rows: pd.DataFrame) -> pd.DataFrame:
+    """Adds the fraud-score columns as nulls: the rows are not scored (no model yet)."""
+    return rows.assign(**{name: None for name in SCORE_COLUMNS})
+
+
+def duplicates_frame(repeats: pd.DataFrame, pipeline_version: str, now: dt.datetime) -> pd.DataFrame:
     """Repeated records -> ``DUPLICATES_SCHEMA`` rows."""
-    return df.select(
-        "event_id",
-        "event_date",
-        *[F.col(f.name) for f in KAFKA_COORDINATES.fields],
-        F.current_timestamp().alias("detected_time"),
-        F.lit(pipeline_version).alias("pipeline_version"),
-    ).select(*DUPLICATES_SCHEMA.fieldNames())
+    return repeats.assign(detected_time=now, pipeline_version=pipeline_version)[list(DUPLICATES_SCHEMA.fieldNames())]
+
+
+def alert_id(event_id: str) -> str:
+    """The alert's id: a UUID-shaped digest of the event id (the same as ``to_alerts`` computes in Spark)."""
+    d = hashlib.sha256(f"fraud-alert:{event_id}".encode()).hexdigest()
+    return f"{d[:8]}-{d[8:12]}-{d[12:16]}-{d[16:20]}-{d[20:32]}"
+
+
+def alerts_frame(scored: pd.DataFrame) -> pd.DataFrame:
+    """Orders flagged ``is_fraud`` -> ``ALERT_SCHEMA`` rows (pandas)."""
+    flagged = scored[scored["is_fraud"].eq(True)]
+    return flagged.assign(
+        alert_id=flagged["event_id"].map(alert_id),
+        reasons=flagged["fraud_reasons"].map(lambda r: list(r) if r is not None else []),
+        created_at=flagged["processed_time"],
+    )[list(ALERT_SCHEMA.fieldNames())]
 
 
 def to_alerts(scored_df: DataFrame) -> DataFrame:

@@ -44,7 +44,7 @@ def trained_setup(stack, spark, tmp_path):
     )
     ensure_topics(settings)
     orders = simulate(settings, seed=5, count=12_000, days=30, end=datetime(2026, 2, 1, tzinfo=UTC))
-    silver = with_features(spark, orders)
+    silver = with_features(orders)
     from deltalake import write_deltalake
 
     write_deltalake(settings.lake.table("silver", "transactions"), silver[list(SILVER_COLUMNS)])

@@ -1,0 +1,69 @@
+"""The stream's customer state survives a restart exactly: snapshot + the silver rows written after it."""
+
+import datetime as dt
+
+import pandas as pd
+from deltalake import write_deltalake
+
+from ecom.lake import ensure_table
+from ecom.schemas import PROFILE_SCHEMA
+from ml.features import apply_history
+from pipelines.silver.state import CustomerState, snapshot_offsets
+
+COLUMNS = [
+    "event_id", "customer_id", "event_time", "amount", "device_id", "ip_country", "shipping_country",
+    "customer_email_hash", "kafka_partition", "kafka_offset",
+]  # fmt: skip
+
+
+def t(minute: int) -> dt.datetime:
+    return dt.datetime(2026, 11, 23, 3, minute)
+
+
+def batch(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS).astype({"kafka_partition": "int32", "kafka_offset": "int64"})
+
+
+FIRST = batch([("e1", "A", t(1), 10.0, "d1", "DE", "DE", "h", 0, 0), ("e2", "B", t(2), 5.0, None, None, "US", None, 0, 1)])
+SECOND = batch([("e3", "A", t(3), 90.0, "d2", "FR", "DE", "h", 0, 2), ("e4", "C", t(4), 7.0, "d9", "PL", "PL", "c", 1, 0)])
+
+
+def comparable(state: CustomerState) -> dict:
+    return {c: {k: v for k, v in p.as_row().items() if k != "updated_time"} for c, p in state.profiles.items()}
+
+
+def test_load_is_the_snapshot_plus_later_silver_rows(spark, tmp_path):
+    profiles_path, silver_path = str(tmp_path / "profiles"), str(tmp_path / "silver")
+    ensure_table(spark, profiles_path, PROFILE_SCHEMA)
+    live = CustomerState()
+    live.apply(apply_history(FIRST, live.profiles).profiles, FIRST)
+    assert live.snapshot_due(30) and live.snapshot(spark, profiles_path) == 2
+    assert not live.snapshot_due(0)  # nothing changed since
+    live.apply(apply_history(SECOND, live.profiles).profiles, SECOND)  # not snapshotted: a crash here
+    assert live.offsets == {0: 2, 1: 0} and live.dirty == {"A", "C"}
+    write_deltalake(silver_path, pd.concat([FIRST, SECOND], ignore_index=True))
+
+    restored = CustomerState.load(profiles_path, silver_path)
+    assert comparable(restored) == comparable(live)
+    assert restored.profiles["A"].tx_count == 2 and restored.profiles["A"].devices == ["d1", "d2"]
+    assert restored.offsets == live.offsets
+    assert restored.dirty == {"A", "C"}  # the folded customers go into the next snapshot
+
+
+def test_without_a_snapshot_every_silver_row_is_folded(spark, tmp_path):
+    profiles_path, silver_path = str(tmp_path / "profiles"), str(tmp_path / "silver")
+    ensure_table(spark, profiles_path, PROFILE_SCHEMA)
+    write_deltalake(silver_path, pd.concat([FIRST, SECOND], ignore_index=True))
+    restored = CustomerState.load(profiles_path, silver_path)
+    assert {c: p.tx_count for c, p in restored.profiles.items()} == {"A": 2, "B": 1, "C": 1}
+
+
+def test_snapshot_offsets_come_from_the_latest_snapshot_commit():
+    history = [
+        {"userMetadata": "silver-abc:7"},  # a batch tag, not a snapshot
+        {"userMetadata": '{"kafka_offsets": {"0": 41, "2": 7}}'},
+        {"userMetadata": '{"kafka_offsets": {"0": 3}}'},
+        {},
+    ]
+    assert snapshot_offsets(history) == {0: 41, 2: 7}
+    assert snapshot_offsets([{"userMetadata": "{broken"}]) == {}
