@@ -24,8 +24,12 @@ def batch(rows) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS).astype({"kafka_partition": "int32", "kafka_offset": "int64"})
 
 
-FIRST = batch([("e1", "A", t(1), 10.0, "d1", "DE", "DE", "h", 0, 0), ("e2", "B", t(2), 5.0, None, None, "US", None, 0, 1)])
-SECOND = batch([("e3", "A", t(3), 90.0, "d2", "FR", "DE", "h", 0, 2), ("e4", "C", t(4), 7.0, "d9", "PL", "PL", "c", 1, 0)])
+FIRST = batch(
+    [("e1", "A", t(1), 10.0, "d1", "DE", "DE", "h", 0, 0), ("e2", "B", t(2), 5.0, None, None, "US", None, 0, 1)]
+)
+SECOND = batch(
+    [("e3", "A", t(3), 90.0, "d2", "FR", "DE", "h", 0, 2), ("e4", "C", t(4), 7.0, "d9", "PL", "PL", "c", 1, 0)]
+)
 
 
 def comparable(state: CustomerState) -> dict:
