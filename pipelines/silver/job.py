@@ -222,7 +222,7 @@ class SilverBatch:
             timer.mark("lake")
             self.state.apply(history.profiles, new_rows)
             if self.state.snapshot_due(self.settings.stream.profiles_snapshot_s):
-                self.state.snapshot(spark, self.lake.table("silver", "customer_profiles"))
+                self.state.snapshot(self.lake.table("silver", "customer_profiles"))
                 timer.mark("profiles")
             self._publish_alerts(batch_id, rows_of(alerts, ALERT_COLUMNS))
             timer.mark("kafka_alerts")

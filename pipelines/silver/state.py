@@ -28,16 +28,29 @@ import time
 from collections.abc import Mapping
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
-from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
 
-from ecom.schemas import PROFILE_SCHEMA
 from ml.features import ORDER_COLUMNS, Profile, apply_history, profiles_frame
 
 log = logging.getLogger(__name__)
 
 _OFFSETS_KEY = "kafka_offsets"
+_UTC_US = pa.timestamp("us", tz="UTC")
+PROFILE_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("customer_id", pa.string(), False),
+        pa.field("tx_count", pa.int64(), False),
+        pa.field("amount_sum", pa.float64(), False),
+        pa.field("amount_sumsq", pa.float64(), False),
+        pa.field("first_order_time", _UTC_US),
+        pa.field("last_order_time", _UTC_US),
+        pa.field("devices", pa.list_(pa.string()), False),
+        pa.field("ip_countries", pa.list_(pa.string()), False),
+        pa.field("customer_email_hash", pa.string()),
+        pa.field("updated_time", _UTC_US, False),
+    ]
+)  # PROFILE_SCHEMA in Arrow terms (times are naive UTC in the driver)
 
 
 class CustomerState:
@@ -60,23 +73,31 @@ class CustomerState:
     def snapshot_due(self, interval_s: float) -> bool:
         return bool(self.dirty) and time.monotonic() - self.last_snapshot >= interval_s
 
-    def snapshot(self, spark: SparkSession, path: str) -> int:
-        """MERGEs the profiles changed since the last snapshot into ``path``; returns how many."""
+    def snapshot(self, path: str) -> int:
+        """MERGEs the profiles changed since the last snapshot into ``path``; returns how many.
+
+        Written with delta-rs: a MERGE of thousands of profiles takes ~50 ms there, 1.5-7 s as a Spark
+        MERGE on two cores, and this runs inside a micro-batch.
+        """
+        from deltalake import CommitProperties
+        from deltalake import DeltaTable as RsDeltaTable
+
         changed = [self.profiles[c] for c in sorted(self.dirty)]
-        df = spark.createDataFrame(profiles_frame(changed), PROFILE_SCHEMA)
+        source = pa.Table.from_pandas(profiles_frame(changed), schema=PROFILE_ARROW_SCHEMA, preserve_index=False)
         meta = json.dumps({_OFFSETS_KEY: {str(p): o for p, o in sorted(self.offsets.items())}})
-        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", meta)
-        try:
-            (
-                DeltaTable.forPath(spark, path)
-                .alias("p")
-                .merge(df.alias("u"), "p.customer_id = u.customer_id")
-                .whenMatchedUpdateAll()
-                .whenNotMatchedInsertAll()
-                .execute()
+        (
+            RsDeltaTable(path)
+            .merge(
+                source,
+                "t.customer_id = s.customer_id",
+                source_alias="s",
+                target_alias="t",
+                commit_properties=CommitProperties(custom_metadata={"userMetadata": meta}),
             )
-        finally:
-            spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
         self.dirty.clear()
         self.last_snapshot = time.monotonic()
         return len(changed)

@@ -41,7 +41,7 @@ def test_load_is_the_snapshot_plus_later_silver_rows(spark, tmp_path):
     ensure_table(spark, profiles_path, PROFILE_SCHEMA)
     live = CustomerState()
     live.apply(apply_history(FIRST, live.profiles).profiles, FIRST)
-    assert live.snapshot_due(30) and live.snapshot(spark, profiles_path) == 2
+    assert live.snapshot_due(30) and live.snapshot(profiles_path) == 2
     assert not live.snapshot_due(0)  # nothing changed since
     live.apply(apply_history(SECOND, live.profiles).profiles, SECOND)  # not snapshotted: a crash here
     assert live.offsets == {0: 2, 1: 0} and live.dirty == {"A", "C"}
