@@ -1,8 +1,11 @@
-"""Helpers shared by the benchmarks: settings, the machine, services, scratch topics, the result line.
+"""Helpers shared by the benchmarks: settings, the machine, services, scratch topics and streams, the result line.
 
 Every benchmark prints one JSON object as its last line. ``services`` starts
 the embedded stack only when Kafka is not running and stops only what it
-started; ``scratch_topics`` gives a benchmark its own topics and deletes them.
+started; ``scratch_topics`` gives a benchmark its own topics and deletes them;
+``scratch_stream`` runs ``ecom stream all`` as a child process on its own
+topics, lake folder and database (optionally its own MLflow registry), all
+removed at the end.
 """
 
 from __future__ import annotations
@@ -10,14 +13,24 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import shutil
+import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-from ecom.settings import Settings, load_settings
+from ecom.runtime.process import ManagedProcess
+from ecom.settings import Settings, child_environment, load_settings
+from serving.db import connection, drop_database, recreate_database
+from simulator.generator import TransactionSimulator
+from simulator.producer import TransactionProducer
+from simulator.runner import RunResult, run_live
 
 
 def bench_settings() -> Settings:
@@ -97,6 +110,131 @@ def scratch_topics(
             admin.delete_topics(list(names.values()))
         finally:
             admin.close()
+
+
+def epoch(iso: str) -> float:
+    """Seconds since the epoch of an ISO-8601 event time (``...Z``)."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def percentile(values: list[float], q: int) -> float | None:
+    """The ``q``-th percentile (inclusive method), rounded to 0.1; None without values."""
+    if not values:
+        return None
+    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1) if len(values) > 1 else values[0]
+
+
+BATCH_LINE = re.compile(r"batch (\d+): (.*) ms$")
+
+
+def step_medians(log_text: str) -> dict:
+    """Median milliseconds per micro-batch step, from the stream's 'batch N: step ms, ...' log lines."""
+    steps: dict[str, list[float]] = {}
+    batches = 0
+    for line in log_text.splitlines():
+        match = BATCH_LINE.search(line.strip())
+        if not match:
+            continue
+        batches += 1
+        for part in match.group(2).split(", "):
+            name, _, value = part.rpartition(" ")
+            steps.setdefault(name, []).append(float(value))
+    medians = {name: round(statistics.median(values), 1) for name, values in steps.items()}
+    return {"batches": batches, "median_ms": medians, "median_total_ms": round(sum(medians.values()), 1)}
+
+
+@dataclass
+class ScratchStream:
+    """A running ``ecom stream all`` child process and the scratch settings it runs with."""
+
+    settings: Settings
+    process: ManagedProcess
+    sent: int = 0  # orders sent to its topic through ``drive``
+
+    @property
+    def dsn(self) -> str:
+        return self.settings.postgres.dsn
+
+    def served(self) -> int:
+        """Orders queryable in PostgreSQL ``transactions``."""
+        with connection(self.dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM transactions")
+            return cur.fetchone()[0]
+
+    def drive(
+        self, rate: float, seconds: float, seed: int, on_event: Callable[[dict], None] | None = None
+    ) -> RunResult:
+        """Send simulated live orders at ``rate`` per second for ``seconds`` from this process."""
+        sim = TransactionSimulator(self.settings.simulator, seed=seed)
+        producer = TransactionProducer(self.settings)
+        run = run_live(self.settings, producer, sim, rate, duration=seconds, progress=False, on_event=on_event)
+        self.sent += run.transactions
+        return run
+
+    def wait_for_first_orders(self, timeout_s: float = 180) -> float:
+        """Send a few warm-up orders and wait until they are served; returns the seconds it took."""
+        started = time.monotonic()
+        self.drive(50, 2, seed=1)
+        while time.monotonic() - started < timeout_s:
+            if self.served() > 0:
+                return time.monotonic() - started
+            time.sleep(0.5)
+        raise RuntimeError(f"the stream served nothing within the timeout; see {self.process.log_file}")
+
+    def wait_until_all_served(self, timeout_s: float) -> bool:
+        """Wait until every order sent through ``drive`` is in PostgreSQL; False if the timeout came first."""
+        deadline = time.monotonic() + timeout_s
+        while self.served() < self.sent:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1)
+        return True
+
+
+@contextmanager
+def scratch_stream(
+    base: Settings,
+    name: str,
+    trigger: str = "0 seconds",
+    own_registry: bool = False,
+    prepare: Callable[[Settings], None] | None = None,
+) -> Iterator[ScratchStream]:
+    """``ecom stream all`` in a child process on its own topics, lake folder and database, all removed afterwards.
+
+    ``own_registry`` gives it an empty MLflow store of its own (otherwise it
+    scores with the profile's champion, if any); ``prepare`` is called with
+    the scratch settings before the stream starts (e.g. to register a model).
+    The stream's log stays at ``process.log_file``.
+    """
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    root = f"{base.data_dir}/bench/{name}-{stamp}"
+    with scratch_topics(base, f"bench-{name}", {"tx": 3, "alerts": 1}) as topics:
+        kafka_topics = {**base.kafka.topics, "transactions": topics["tx"], "alerts": topics["alerts"]}
+        update = {
+            "postgres": base.postgres.model_copy(update={"database": f"bench_{name}_{stamp}"}),
+            "kafka": base.kafka.model_copy(update={"topics": kafka_topics}),
+            "lake": base.lake.model_copy(update={"root": f"{root}/lake", "checkpoints": f"{root}/checkpoints"}),
+        }
+        if own_registry:
+            update["mlflow"] = base.mlflow.model_copy(
+                update={
+                    "tracking_uri": f"sqlite:///{root}/mlflow/mlflow.db",
+                    "artifact_root": f"{root}/mlflow/artifacts",
+                }
+            )
+        settings = base.model_copy(update=update)
+        recreate_database(settings.postgres.dsn)
+        process = ManagedProcess(f"bench-{name}-stream-{stamp}", settings.run_dir)
+        try:
+            if prepare is not None:
+                prepare(settings)
+            env = {**child_environment(settings, base={}), "ECOM_STREAM__TRIGGER_INTERVAL": trigger}
+            process.start([sys.executable, "-m", "ecom.cli", "stream", "all"], env=env)
+            yield ScratchStream(settings, process)
+        finally:
+            process.stop()
+            drop_database(settings.postgres.dsn)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def emit(result: dict) -> None:
