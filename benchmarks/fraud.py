@@ -1,28 +1,55 @@
-"""Fraud model benchmark: Isolation Forest trained on one simulated shop, evaluated on another (different seed).
+"""Fraud model benchmark: Isolation Forest trained on one simulated shop, evaluated on another; alert latency.
 
-``python -m benchmarks.fraud`` generates training history with ``--train-seed``
-and held-out history with ``--heldout-seed`` in-process with the simulator
-(no Kafka), computes the features with the streaming code
-(``ml.features.with_history_features`` on local Spark), fits the scorer with
-``ml.train`` exactly as ``ecom train`` does, and scores the newest
-``--heldout-fraction`` of the held-out shop (its older orders are only
-customer history). Prints one JSON object as its last line: roc_auc, pr_auc,
-precision/recall at the alert threshold, recall per pattern, and the same for
-the supervised challenger.
+Accuracy (skip with ``--skip-accuracy``): ``python -m benchmarks.fraud``
+generates training history with ``--train-seed`` and held-out history with
+``--heldout-seed`` in-process with the simulator (no Kafka), computes the
+features with the streaming code (``ml.features.with_history_features``),
+fits the scorer with ``ml.train`` exactly as ``ecom train`` does, and scores
+the newest ``--heldout-fraction`` of the held-out shop (its older orders are
+only customer history): roc_auc, pr_auc, precision/recall at the alert
+threshold, recall per pattern, and the same for the supervised challenger.
+
+Alert latency (skip with ``--skip-latency``): the forest fitted above is
+registered as champion in a scratch MLflow registry, and ``ecom stream all``
+runs as a child process on its own topics, lake folder and database
+(``benchmarks._common.scratch_stream``; the embedded stack is started if Kafka
+is not running, and stopped afterwards). Live orders go to it at
+``--latency-rate`` (1,000/s) for ``--latency-seconds``; once every order is
+served, each alert's latency is the PostgreSQL commit of its row minus the
+order's event time (stamped when the order is sent). The commit time is
+database-side: the micro-batch's rows and its ``pipeline_batches`` row are
+written in one transaction (same ``xmin``), whose ``committed_at`` (now())
+is that transaction's start, a few tens of milliseconds before its commit.
+
+Prints one JSON object as its last line; progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from contextlib import redirect_stdout
 from datetime import UTC, datetime
 
 import pandas as pd
 
-from benchmarks._common import bench_settings, emit, log, machine_info
-from ecom.settings import Settings
+from benchmarks._common import (
+    bench_settings,
+    emit,
+    epoch,
+    log,
+    machine_info,
+    percentile,
+    scratch_stream,
+    services,
+    step_medians,
+)
+from ecom.settings import FraudSettings, Settings
 from ml.evaluate import per_pattern_recall, rounded
+from ml.model import FraudScorer
 from ml.train import evaluate, fit_challenger, fit_isolation_forest
+from serving.db import connection
 
 EVENT_COLUMNS = ("event_id", "customer_id", "event_time", "amount", "currency", "device_id", "ip_country",
                  "shipping_country")  # fmt: skip
@@ -44,14 +71,134 @@ def simulate(settings: Settings, seed: int, count: int, days: float, end: dateti
     return pdf
 
 
-def with_features(spark, orders: pd.DataFrame) -> pd.DataFrame:
-    """The silver history features, computed by the streaming code path on Spark."""
+def with_features(orders: pd.DataFrame) -> pd.DataFrame:
+    """The silver history features, computed by the streaming code path (``ml.features``)."""
     from ml.features import with_history_features
 
-    sdf = spark.createDataFrame(orders.assign(event_time=orders["event_time"].dt.tz_localize(None)))
-    out = with_history_features(sdf).toPandas()
+    out = with_history_features(orders.assign(event_time=orders["event_time"].dt.tz_localize(None)))
     out["event_time"] = pd.to_datetime(out["event_time"]).dt.tz_localize("UTC")
     return out
+
+
+def accuracy(forest: FraudScorer, train: pd.DataFrame, heldout: pd.DataFrame, fraud: FraudSettings) -> dict:
+    """Held-out metrics of the forest and of the supervised challenger."""
+    metrics = evaluate(forest, heldout, fraud.alert_threshold)
+    t_score = time.monotonic()
+    forest.score(heldout)
+    score_seconds = time.monotonic() - t_score
+    log("training the supervised challenger ...")
+    challenger = evaluate(fit_challenger(train, fraud), heldout, fraud.alert_threshold)
+    r = rounded(metrics)
+    return {
+        "model": "isolation_forest",
+        "roc_auc": r["roc_auc"],
+        "pr_auc": r["pr_auc"],
+        "precision_at_threshold": r["precision_at_threshold"],
+        "recall_at_threshold": r["recall_at_threshold"],
+        "threshold": fraud.alert_threshold,
+        "alert_share": r["alert_share"],
+        "per_pattern_recall": per_pattern_recall(r),
+        "per_pattern_rows": {p: r[f"rows_{p}"] for p in per_pattern_recall(r)},
+        "train_rows": len(train),
+        "heldout_rows": len(heldout),
+        "heldout_fraud_rows": r["fraud_rows"],
+        "score_rows_per_s": round(len(heldout) / score_seconds, 0),
+        "challenger": {
+            k: rounded(challenger)[k] for k in ("roc_auc", "pr_auc", "precision_at_threshold", "recall_at_threshold")
+        }
+        | {"per_pattern_recall": per_pattern_recall(rounded(challenger))},
+        "targets_met": bool((r["roc_auc"] or 0) >= 0.95 and (r["pr_auc"] or 0) >= 0.5),
+    }
+
+
+def register_champion(settings: Settings, scorer: FraudScorer, train: pd.DataFrame, heldout: pd.DataFrame) -> str:
+    """Registers ``scorer`` in the settings' MLflow registry under the serving alias; returns its version."""
+    import mlflow
+
+    from ecom.runtime.stack import prepare_mlflow
+    from ml import registry
+    from ml.train import log_model_run
+
+    prepare_mlflow(settings)
+    client = registry.use_tracking(settings)
+    mlflow.set_experiment(settings.mlflow.experiment)
+    with redirect_stdout(sys.stderr):  # MLflow prints "Successfully registered model ..."; stdout is for the result
+        _, version = log_model_run(settings, scorer, {}, train, heldout, "benchmark-forest", {}, table="")
+    client.set_registered_model_alias(settings.mlflow.model_name, settings.mlflow.alias, version)
+    return version
+
+
+def commit_times(dsn: str, table: str) -> dict[str, float | None]:
+    """event_id -> when the PostgreSQL transaction that wrote the row began (epoch s; None if no batch row matches).
+
+    A micro-batch writes its rows and marks its ``pipeline_batches`` row
+    committed in one transaction, so both carry that transaction's id (``xmin``).
+    """
+    with connection(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"SELECT r.event_id, extract(epoch FROM b.committed_at)::float8 FROM {table} r "
+            "LEFT JOIN pipeline_batches b ON b.xmin = r.xmin AND b.state = 'committed'"
+        )
+        return dict(cur.fetchall())
+
+
+def alert_latency(
+    settings: Settings, forest: FraudScorer, train: pd.DataFrame, heldout: pd.DataFrame, args: argparse.Namespace
+) -> dict:
+    """Orders at ``--latency-rate`` through a scratch stream scoring with ``forest``: alert (and order) latencies."""
+    sent: dict[str, str] = {}  # event_id -> event time, stamped when it was sent
+    versions: list[str] = []
+
+    def prepare(scratch: Settings) -> None:
+        versions.append(register_champion(scratch, forest, train, heldout))
+
+    with (
+        services(settings),
+        scratch_stream(settings, "fraud", trigger=args.trigger, own_registry=True, prepare=prepare) as stream,
+    ):
+        log("waiting for the scoring stream to serve its first orders ...")
+        startup_s = stream.wait_for_first_orders()
+        log(f"alert latency: {args.latency_rate:.0f} orders/s for {args.latency_seconds:.0f}s ...")
+        run = stream.drive(
+            args.latency_rate,
+            args.latency_seconds,
+            seed=2,
+            on_event=lambda e: sent.update({e["event_id"]: e["event_time"]}),
+        )
+        log("waiting until every order is served ...")
+        all_served = stream.wait_until_all_served(args.drain_seconds)
+        alerts = {e: t for e, t in commit_times(stream.dsn, "fraud_alerts").items() if e in sent}
+        orders = {e: t for e, t in commit_times(stream.dsn, "transactions").items() if e in sent}
+
+    def latencies_ms(times: dict[str, float | None]) -> list[float]:
+        return [1000 * (t - epoch(sent[e])) for e, t in times.items() if t is not None]
+
+    alert_ms, order_ms = latencies_ms(alerts), latencies_ms(orders)
+    stream_log = stream.process.log_file  # where the time goes: the stream's per-step timings
+    steps = step_medians(stream_log.read_text(errors="replace")) if stream_log.exists() else None
+    result = {
+        "alert_p50_latency_ms": percentile(alert_ms, 50),
+        "alert_p95_latency_ms": percentile(alert_ms, 95),
+        "alert_p99_latency_ms": percentile(alert_ms, 99),
+        "alert_latency": {
+            "rate_tx_per_s": args.latency_rate,
+            "achieved_rate_tx_per_s": round(run.transactions / max(run.wall_seconds, 1e-9), 1),
+            "seconds": args.latency_seconds,
+            "orders": run.transactions,
+            "orders_served": len(orders),
+            "all_served": all_served,
+            "alerts": len(alerts),
+            "alerts_without_commit_time": len(alerts) - len(alert_ms),
+            "model_version": versions[0] if versions else None,
+            "order_p50_latency_ms": percentile(order_ms, 50),
+            "order_p95_latency_ms": percentile(order_ms, 95),
+            "stream_startup_s": round(startup_s, 1),
+            "trigger": args.trigger,
+            "batch_steps": steps,
+        },
+    }
+    log(f"  {len(alerts)} alerts: p50 {result['alert_p50_latency_ms']} ms, p95 {result['alert_p95_latency_ms']} ms")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,64 +212,45 @@ def main(argv: list[str] | None = None) -> int:
                         help="end of both simulated histories, ISO-8601 (fixed for reproducible figures)")  # fmt: skip
     parser.add_argument("--heldout-fraction", type=float, default=0.5,
                         help="newest share of the held-out shop that is scored (default 0.5)")  # fmt: skip
+    parser.add_argument("--skip-accuracy", action="store_true",
+                        help="no held-out shop, no challenger: only fit the forest for the latency part")  # fmt: skip
+    parser.add_argument("--skip-latency", action="store_true",
+                        help="no stream: only the accuracy part (needs no Kafka or PostgreSQL)")  # fmt: skip
+    parser.add_argument("--latency-rate", type=float, default=1000, help="orders/s for alert latency (default 1000)")
+    parser.add_argument("--latency-seconds", type=float, default=60,
+                        help="how long orders are sent for alert latency (default 60)")  # fmt: skip
+    parser.add_argument("--drain-seconds", type=float, default=300,
+                        help="how long to wait afterwards for every order to be served (default 300)")  # fmt: skip
+    parser.add_argument("--trigger", default="0 seconds", help="stream trigger interval (default: 0 seconds)")
     args = parser.parse_args(argv)
     if args.train_seed == args.heldout_seed:
         parser.error("--train-seed and --heldout-seed must differ")
+    if args.skip_accuracy and args.skip_latency:
+        parser.error("--skip-accuracy and --skip-latency leave nothing to measure")
 
     settings = bench_settings()
     fraud = settings.fraud
     out: dict = {"benchmark": "fraud", "profile": settings.profile, "machine": machine_info()}
     t0 = time.monotonic()
-    from ecom.spark import get_spark
-
-    spark = get_spark(settings, "bench-fraud")
     end = datetime.fromisoformat(args.end).astimezone(UTC)
-    try:
-        log(f"simulating {args.train_count:,} training orders (seed {args.train_seed}) ...")
-        train = with_features(spark, simulate(settings, args.train_seed, args.train_count, args.days, end))
+    shop = None
+    log(f"simulating {args.train_count:,} training orders (seed {args.train_seed}) ...")
+    train = with_features(simulate(settings, args.train_seed, args.train_count, args.days, end))
+    if not args.skip_accuracy:
         log(f"simulating {args.heldout_count:,} held-out orders (seed {args.heldout_seed}) ...")
-        shop = with_features(spark, simulate(settings, args.heldout_seed, args.heldout_count, args.days, end))
-    finally:
-        spark.stop()
-    cut = shop["event_time"].quantile(1 - args.heldout_fraction)
-    heldout = shop[shop["event_time"] >= cut]
+        shop = with_features(simulate(settings, args.heldout_seed, args.heldout_count, args.days, end))
     t_fit = time.monotonic()
     forest = fit_isolation_forest(train, fraud)
-    fit_seconds = time.monotonic() - t_fit
-    metrics = evaluate(forest, heldout, fraud.alert_threshold)
-    t_score = time.monotonic()
-    forest.score(heldout)
-    score_seconds = time.monotonic() - t_score
-    log("training the supervised challenger ...")
-    challenger = evaluate(fit_challenger(train, fraud), heldout, fraud.alert_threshold)
-    r = rounded(metrics)
-    out.update(
-        {
-            "model": "isolation_forest",
-            "roc_auc": r["roc_auc"],
-            "pr_auc": r["pr_auc"],
-            "precision_at_threshold": r["precision_at_threshold"],
-            "recall_at_threshold": r["recall_at_threshold"],
-            "threshold": fraud.alert_threshold,
-            "alert_share": r["alert_share"],
-            "per_pattern_recall": per_pattern_recall(r),
-            "per_pattern_rows": {p: r[f"rows_{p}"] for p in per_pattern_recall(r)},
-            "train_rows": len(train),
-            "heldout_rows": len(heldout),
-            "heldout_fraud_rows": r["fraud_rows"],
-            "train_seed": args.train_seed,
-            "heldout_seed": args.heldout_seed,
-            "fit_seconds": round(fit_seconds, 2),
-            "score_rows_per_s": round(len(heldout) / score_seconds, 0),
-            "challenger": {
-                k: rounded(challenger)[k]
-                for k in ("roc_auc", "pr_auc", "precision_at_threshold", "recall_at_threshold")
-            }
-            | {"per_pattern_recall": per_pattern_recall(rounded(challenger))},
-            "targets_met": bool((r["roc_auc"] or 0) >= 0.95 and (r["pr_auc"] or 0) >= 0.5),
-            "seconds": round(time.monotonic() - t0, 1),
-        }
-    )
+    out["fit_seconds"] = round(time.monotonic() - t_fit, 2)
+    out.update({"train_seed": args.train_seed, "heldout_seed": args.heldout_seed})
+    if shop is None:
+        heldout = train.tail(1000)  # only the registered model's input example
+    else:
+        heldout = shop[shop["event_time"] >= shop["event_time"].quantile(1 - args.heldout_fraction)]
+        out.update(accuracy(forest, train, heldout, fraud))
+    if not args.skip_latency:
+        out.update(alert_latency(settings, forest, train, heldout, args))
+    out["seconds"] = round(time.monotonic() - t0, 1)
     emit(out)
     return 0
 
