@@ -45,14 +45,26 @@ def spark(settings: Settings):
     session.stop()
 
 
+def with_topic(settings: Settings, role: str, name: str, partitions: int = 1) -> Settings:
+    """Settings whose ``role`` topic (``transactions``, ``alerts``, ``labels``) is ``<configured name>-<name>``."""
+    topic = f"{settings.kafka.topics[role]}-{name}"
+    topics = {**settings.kafka.topics, role: topic}
+    partitions_by_topic = {**settings.kafka.partitions, topic: partitions}
+    return settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"topics": topics, "partitions": partitions_by_topic})}
+    )
+
+
+def with_registry(settings: Settings, root) -> Settings:
+    """Settings with an empty MLflow tracking store and registry of their own under ``root``."""
+    store = {"tracking_uri": f"sqlite:///{root}/mlflow/mlflow.db", "artifact_root": f"{root}/artifacts"}
+    return settings.model_copy(update={"mlflow": settings.mlflow.model_copy(update=store)})
+
+
 def isolated_settings(settings: Settings, root, name: str) -> Settings:
     """Settings with a fresh topic, lake, checkpoint root and database name: a test sees only its own data."""
-    topic = f"{settings.kafka.transactions_topic}-{name}"
-    topics = {**settings.kafka.topics, "transactions": topic}
-    partitions = {**settings.kafka.partitions, topic: 3}
-    return settings.model_copy(
+    return with_topic(settings, "transactions", name, partitions=3).model_copy(
         update={
-            "kafka": settings.kafka.model_copy(update={"topics": topics, "partitions": partitions}),
             "lake": settings.lake.model_copy(update={"root": f"{root}/lake", "checkpoints": f"{root}/checkpoints"}),
             "postgres": settings.postgres.model_copy(update={"database": f"test_{name}".replace("-", "_")}),
         }

@@ -13,6 +13,7 @@ from benchmarks.fraud import simulate, with_features
 from ml import registry
 from ml.model import INPUT_COLUMNS
 from ml.train import SILVER_COLUMNS, run_train
+from tests.conftest import with_registry, with_topic
 
 pytestmark = pytest.mark.integration
 
@@ -24,24 +25,10 @@ def trained_setup(stack, spark, tmp_path):
 
     from ecom.runtime.kafka import ensure_topics
 
-    topic = f"fraud-labels-{uuid.uuid4().hex[:8]}"
-    settings = stack.model_copy(
-        update={
-            "kafka": stack.kafka.model_copy(
-                update={
-                    "topics": {**stack.kafka.topics, "labels": topic},
-                    "partitions": {**stack.kafka.partitions, topic: 1},
-                }
-            ),
-            "lake": stack.lake.model_copy(update={"root": str(tmp_path / "lake")}),
-            "mlflow": stack.mlflow.model_copy(
-                update={
-                    "tracking_uri": f"sqlite:///{tmp_path}/mlflow/mlflow.db",
-                    "artifact_root": str(tmp_path / "artifacts"),
-                }
-            ),
-        }
+    settings = with_registry(with_topic(stack, "labels", uuid.uuid4().hex[:8]), tmp_path).model_copy(
+        update={"lake": stack.lake.model_copy(update={"root": str(tmp_path / "lake")})}
     )
+    topic = settings.kafka.labels_topic
     ensure_topics(settings)
     orders = simulate(settings, seed=5, count=12_000, days=30, end=datetime(2026, 2, 1, tzinfo=UTC))
     silver = with_features(orders)
