@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -59,10 +60,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
+import pyarrow as pa
 from delta.tables import DeltaTable
+from deltalake import CommitProperties, write_deltalake
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import StructType
 
 from ecom import __version__
 from ecom.lake import prepare_lake
@@ -158,13 +163,17 @@ class SilverBatch:
         """The userMetadata of every Delta commit of this batch."""
         return f"{self.sink_id}:{batch_id}"
 
-    def _append(self, df: DataFrame, layer: str, table: str, batch_id: int, retry: bool) -> None:
-        """Append ``df`` to a lake table, its commit tagged with the batch; on a retry, only if not tagged yet."""
+    def _append(self, rows: Callable[[], pa.Table], layer: str, table: str, batch_id: int, retry: bool) -> None:
+        """Append ``rows()`` to a lake table, its commit tagged with the batch; on a retry, only if not tagged yet."""
         path = self.lake.table(layer, table)
         tag = self._tag(batch_id)
         if retry and committed_with_tag(path, tag):
             return
-        df.write.format("delta").mode("append").option("userMetadata", tag).save(path)
+        data = rows()
+        if data.num_rows:
+            write_deltalake(
+                path, data, mode="append", commit_properties=CommitProperties(custom_metadata={"userMetadata": tag})
+            )
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         spark = batch_df.sparkSession
@@ -218,7 +227,7 @@ class SilverBatch:
                 )
                 timer.mark("postgres")
 
-            self._write_lake(spark, batch_id, retry, records, checked, new_rows, repeats, alerts)
+            self._write_lake(batch_id, retry, records, checked, new_rows, repeats, alerts)
             timer.mark("lake")
             self.state.apply(history.profiles, new_rows)
             if self.state.snapshot_due(self.settings.stream.profiles_snapshot_s):
@@ -234,7 +243,6 @@ class SilverBatch:
 
     def _write_lake(
         self,
-        spark: SparkSession,
         batch_id: int,
         retry: bool,
         records: DataFrame,
@@ -243,27 +251,29 @@ class SilverBatch:
         repeats: pd.DataFrame,
         alerts: pd.DataFrame,
     ) -> None:
-        """The batch's Delta appends, in parallel (different tables, so they cannot conflict)."""
+        """The batch's Delta appends, in parallel threads (different tables, so they cannot conflict).
+
+        Written with delta-rs from Arrow: a Spark append cost 250-700 ms per table and batch on two cores
+        (planning, a job, the post-commit snapshot), delta-rs 30-200 ms. Spark still computes what goes
+        in (the cached records and their quarantine rows); the tables are the same Delta tables.
+        """
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
-        def quarantine() -> None:
-            invalid = t.filter_invalid(checked)
-            if not invalid.isEmpty():
-                self._append(t.to_quarantine(invalid, __version__), "silver", "quarantine", batch_id, retry)
+        def arrow(rows: pd.DataFrame, schema: StructType) -> Callable[[], pa.Table]:
+            return lambda: pa.Table.from_pandas(rows, schema=arrow_schema(schema), preserve_index=False)
 
-        def append_frame(rows: pd.DataFrame, schema, table: str) -> Callable[[], None]:
-            return lambda: self._append(spark.createDataFrame(rows, schema), "silver", table, batch_id, retry)
-
-        jobs: list[Callable[[], None]] = [quarantine]
+        jobs = [
+            (lambda: t.to_quarantine(t.filter_invalid(checked), __version__).toArrow(), "silver", "quarantine"),
+            (arrow(new_rows, SILVER_SCHEMA), "silver", "transactions"),
+            (arrow(t.duplicates_frame(repeats, __version__, now), DUPLICATES_SCHEMA), "silver", "duplicates"),
+            (arrow(alerts, ALERT_SCHEMA), "silver", "fraud_alerts"),
+        ]
         if self.write_bronze:
-            jobs.append(lambda: self._append(records, "bronze", "transactions", batch_id, retry))
-        if len(new_rows):
-            jobs.append(append_frame(new_rows, SILVER_SCHEMA, "transactions"))
-        if len(repeats):
-            jobs.append(append_frame(t.duplicates_frame(repeats, __version__, now), DUPLICATES_SCHEMA, "duplicates"))
-        if len(alerts):
-            jobs.append(append_frame(alerts, ALERT_SCHEMA, "fraud_alerts"))
-        for future in [self._writers.submit(job) for job in jobs]:
+            jobs.insert(0, (records.toArrow, "bronze", "transactions"))
+        futures = [
+            self._writers.submit(self._append, rows, layer, table, batch_id, retry) for rows, layer, table in jobs
+        ]
+        for future in futures:
             future.result()  # the first failure is raised here: the batch fails and is replayed
 
     def _db(self):
@@ -329,6 +339,12 @@ class SilverBatch:
                 bootstrap_servers=self.settings.kafka.bootstrap_servers.split(","), acks="all", linger_ms=5
             )
         return self._producer
+
+
+@functools.cache
+def arrow_schema(schema: StructType) -> pa.Schema:
+    """A lake schema in Arrow terms (timestamps in UTC, as Delta stores them)."""
+    return to_arrow_schema(schema, timezone="UTC")
 
 
 def committed_with_tag(path: str, tag: str, depth: int = 200) -> bool:
