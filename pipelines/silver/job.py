@@ -61,6 +61,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from delta.tables import DeltaTable
 from deltalake import CommitProperties, write_deltalake
 from pyspark.sql import DataFrame, SparkSession
@@ -71,7 +72,14 @@ from pyspark.sql.types import StructType
 
 from ecom import __version__
 from ecom.lake import prepare_lake
-from ecom.schemas import ALERT_SCHEMA, BRONZE_SCHEMA, DUPLICATES_SCHEMA, SILVER_SCHEMA
+from ecom.schemas import (
+    ALERT_SCHEMA,
+    BRONZE_SCHEMA,
+    DUPLICATES_SCHEMA,
+    QUARANTINE_SCHEMA,
+    SILVER_BASE_COLUMNS,
+    SILVER_SCHEMA,
+)
 from ecom.secrets import pii_key
 from ecom.settings import Settings, get_settings
 from ml import features
@@ -82,6 +90,7 @@ from pipelines.silver.state import CustomerState
 from serving import db
 
 QUERY_NAMES = {"ingest": "ingest_transactions", "silver": "silver_transactions"}
+ROUTED = "quarantine__pipeline_version"  # the last column ``SilverBatch.prepare`` adds
 SILVER_COLUMNS = SILVER_SCHEMA.fieldNames()
 
 TX_COLUMNS = (
@@ -159,6 +168,24 @@ class SilverBatch:
         self._producer = None
         self._writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="silver-lake")
 
+    def prepare(self, records: DataFrame) -> DataFrame:
+        """Kafka source rows (ingest) or bronze rows (rebuild) -> bronze columns + ``silver`` + ``quarantine``.
+
+        ``start`` builds this into the streaming plan once; each micro-batch then only executes it.
+        """
+        bronze = records.transform(with_bronze_columns) if self.write_bronze else records
+        return (
+            bronze.transform(t.with_parsed_event)
+            .transform(t.with_rule_failures)
+            .transform(lambda df: t.with_routed_records(df, self.key, __version__))
+            # flat columns: Arrow collects nested nullable structs badly
+            .select(
+                *BRONZE_SCHEMA.fieldNames(),
+                *[F.col(f"silver.{c}").alias(f"silver__{c}") for c in SILVER_BASE_COLUMNS],
+                *[F.col(f"quarantine.{c}").alias(f"quarantine__{c}") for c in QUARANTINE_SCHEMA.fieldNames()],
+            )
+        )
+
     def _tag(self, batch_id: int) -> str:
         """The userMetadata of every Delta commit of this batch."""
         return f"{self.sink_id}:{batch_id}"
@@ -190,10 +217,11 @@ class SilverBatch:
         retry = attempt != "new"
         model = self.champion.refresh()  # a moved registry alias takes over here, at the batch boundary
         timer.mark("model")
-        records = (batch_df.transform(with_bronze_columns) if self.write_bronze else batch_df).persist()
-        checked = records.transform(t.with_parsed_event).transform(t.with_rule_failures).persist()
         try:
-            valid = t.to_silver(t.filter_valid(checked), self.key, __version__).toPandas()
+            if ROUTED not in batch_df.columns:  # called on raw records (tests, tools), not by the stream
+                batch_df = self.prepare(batch_df)
+            routed = batch_df.toArrow()  # the batch's one Spark job: Kafka/bronze -> parsed, checked, routed
+            valid = driver_frame(struct_rows(routed, "silver"))
             timer.mark("parse")
 
             ranked = t.with_event_rank(valid)
@@ -227,7 +255,7 @@ class SilverBatch:
                 )
                 timer.mark("postgres")
 
-            self._write_lake(batch_id, retry, records, checked, new_rows, repeats, alerts)
+            self._write_lake(batch_id, retry, routed, new_rows, repeats, alerts)
             timer.mark("lake")
             self.state.apply(history.profiles, new_rows)
             if self.state.snapshot_due(self.settings.stream.profiles_snapshot_s):
@@ -236,8 +264,6 @@ class SilverBatch:
             self._publish_alerts(batch_id, rows_of(alerts, ALERT_COLUMNS))
             timer.mark("kafka_alerts")
         finally:
-            records.unpersist()
-            checked.unpersist()
             self.last_timings = timer.steps
             log.info("batch %d%s: %s ms", batch_id, " (retry)" if retry else "", timer.summary())
 
@@ -245,8 +271,7 @@ class SilverBatch:
         self,
         batch_id: int,
         retry: bool,
-        records: DataFrame,
-        checked: DataFrame,
+        routed: pa.Table,
         new_rows: pd.DataFrame,
         repeats: pd.DataFrame,
         alerts: pd.DataFrame,
@@ -254,8 +279,8 @@ class SilverBatch:
         """The batch's Delta appends, in parallel threads (different tables, so they cannot conflict).
 
         Written with delta-rs from Arrow: a Spark append cost 250-700 ms per table and batch on two cores
-        (planning, a job, the post-commit snapshot), delta-rs 30-200 ms. Spark still computes what goes
-        in (the cached records and their quarantine rows); the tables are the same Delta tables.
+        (planning, a job, the post-commit snapshot), delta-rs 30-200 ms. Spark computed what goes in
+        (``routed``: bronze columns, silver and quarantine rows); the tables are the same Delta tables.
         """
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
@@ -263,13 +288,13 @@ class SilverBatch:
             return lambda: pa.Table.from_pandas(rows, schema=arrow_schema(schema), preserve_index=False)
 
         jobs = [
-            (lambda: t.to_quarantine(t.filter_invalid(checked), __version__).toArrow(), "silver", "quarantine"),
+            (lambda: struct_rows(routed, "quarantine"), "silver", "quarantine"),
             (arrow(new_rows, SILVER_SCHEMA), "silver", "transactions"),
             (arrow(t.duplicates_frame(repeats, __version__, now), DUPLICATES_SCHEMA), "silver", "duplicates"),
             (arrow(alerts, ALERT_SCHEMA), "silver", "fraud_alerts"),
         ]
         if self.write_bronze:
-            jobs.insert(0, (records.toArrow, "bronze", "transactions"))
+            jobs.insert(0, (lambda: routed.select(BRONZE_SCHEMA.fieldNames()), "bronze", "transactions"))
         futures = [
             self._writers.submit(self._append, rows, layer, table, batch_id, retry) for rows, layer, table in jobs
         ]
@@ -341,6 +366,23 @@ class SilverBatch:
         return self._producer
 
 
+def struct_rows(routed: pa.Table, route: str) -> pa.Table:
+    """The rows routed to ``route`` (``silver`` or ``quarantine``), with that route's columns."""
+    prefix = f"{route}__"
+    names = [n for n in routed.column_names if n.startswith(prefix)]
+    rows = routed.select(names).filter(pc.is_valid(routed.column(prefix + "pipeline_version")))
+    return rows.rename_columns([n[len(prefix) :] for n in names])
+
+
+def driver_frame(rows: pa.Table) -> pd.DataFrame:
+    """Arrow rows -> pandas as the driver steps use them: timestamps naive UTC, decimals as ``Decimal``."""
+    frame = rows.to_pandas()
+    for name, dtype in frame.dtypes.items():
+        if isinstance(dtype, pd.DatetimeTZDtype):
+            frame[name] = frame[name].dt.tz_convert(None)
+    return frame
+
+
 @functools.cache
 def arrow_schema(schema: StructType) -> pa.Schema:
     """A lake schema in Arrow terms (timestamps in UTC, as Delta stores them)."""
@@ -385,10 +427,9 @@ def start(spark: SparkSession, settings: Settings, once: bool = False, mode: str
             .load(settings.lake.table("bronze", "transactions"))
             .select(*BRONZE_SCHEMA.fieldNames())
         )
+    batch = SilverBatch(settings, checkpoint, write_bronze=mode == "ingest")
     writer = (
-        source.writeStream.queryName(name)
-        .foreachBatch(SilverBatch(settings, checkpoint, write_bronze=mode == "ingest"))
-        .option("checkpointLocation", checkpoint)
+        batch.prepare(source).writeStream.queryName(name).foreachBatch(batch).option("checkpointLocation", checkpoint)
     )
     writer = (
         writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.stream.trigger_interval)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from chispa import assert_df_equality
+from pyspark.sql import functions as F
 
 from ecom.schemas import ALERT_SCHEMA, BRONZE_SCHEMA, QUARANTINE_SCHEMA, SILVER_BASE_COLUMNS
 from pipelines.silver import transforms as t
@@ -122,6 +123,29 @@ def test_to_quarantine_keeps_payload_coordinates_and_reasons(spark):
         [("{oops", 1, ["malformed_json"])], "payload string, kafka_offset long, reasons array<string>"
     )
     assert_df_equality(got, expected, ignore_nullable=True)
+
+
+def test_each_record_is_routed_to_silver_or_quarantine_never_both(spark):
+    payloads = [json.dumps(GOOD), "{oops", None, json.dumps({**GOOD, "amount": -1})]
+    checked = bronze(spark, payloads).transform(t.with_parsed_event).transform(t.with_rule_failures)
+    routed = t.with_routed_records(checked, KEY, "test").select(
+        "kafka_offset",
+        F.col("silver.event_id").alias("silver_event_id"),
+        F.col("silver.customer_email_hash").alias("silver_email_hash"),
+        F.col("quarantine.reasons").alias("quarantine_reasons"),
+        F.col("quarantine.payload").alias("quarantine_payload"),
+    )
+    expected = spark.createDataFrame(
+        [
+            (0, "e-1", t.hmac_sha256_hex_py("alice@example.com", KEY), None, None),
+            (1, None, None, ["malformed_json"], "{oops"),
+            (2, None, None, ["malformed_json"], None),  # a null payload (tombstone)
+            (3, None, None, ["amount_not_positive", "amount_mismatch"], json.dumps({**GOOD, "amount": -1})),
+        ],
+        "kafka_offset long, silver_event_id string, silver_email_hash string, quarantine_reasons array<string>, "
+        "quarantine_payload string",
+    )
+    assert_df_equality(routed, expected, ignore_nullable=True, ignore_row_order=True)
 
 
 def test_event_rank_orders_repeats_by_kafka_position():
