@@ -7,9 +7,9 @@ so that an order is queryable in PostgreSQL as early as possible:
 1. the batch is marked started in PostgreSQL (``pipeline_batches``): ``new``,
    ``retry`` (started before, never served) or ``done`` (served; a batch whose
    alerts reached Kafka too is skipped);
-2. one Spark job parses the records, applies the quality rules and
-   pseudonymises the valid ones (``transforms``) and brings those rows to the
-   driver (Arrow); the records stay cached for the lake writes;
+2. one Spark job runs the plan ``prepare`` built into the query once (parse,
+   quality rules, pseudonymisation, routing each record to its silver or
+   quarantine row: ``transforms``) and brings the batch to the driver as Arrow;
 3. in the driver (pandas, milliseconds): repeats within the batch are ranked;
    each event is classified against what is stored before (``new``,
    ``written``: this very record is stored, a retry; ``duplicate``); new
@@ -18,8 +18,8 @@ so that an order is queryable in PostgreSQL as early as possible:
    champion model (if any); alerts are the orders at or above the threshold;
 4. events, customers' running totals and alerts -> PostgreSQL in one database
    transaction that also marks the batch served;
-5. the Delta appends, in parallel threads: bronze (ingest mode), quarantine,
-   silver, duplicates, fraud alerts;
+5. the Delta appends, in parallel threads, with delta-rs from Arrow: bronze
+   (ingest mode), quarantine, silver, duplicates, fraud alerts;
 6. the profiles are updated in memory and, at most every
    ``stream.profiles_snapshot_s``, snapshotted to ``silver/customer_profiles``;
 7. alerts -> Kafka ``fraud-alerts``; its bookkeeping row ends the batch.
@@ -226,7 +226,8 @@ class SilverBatch:
 
             ranked = t.with_event_rank(valid)
             firsts = ranked[ranked["event_rank"] == 1].drop(columns="event_rank")
-            stored = self._stored(spark, firsts, in_silver=retry or not self.write_bronze)
+            in_silver = retry or not self.write_bronze
+            stored = self._stored(spark, firsts, in_silver)
             firsts = t.with_duplicate_status(firsts, stored)
             timer.mark("classify")
 
@@ -237,7 +238,8 @@ class SilverBatch:
                 new_rows = score_frame(new_rows, *model, self.settings.fraud.alert_threshold)
             new_rows = new_rows[SILVER_COLUMNS]
             # On a retry, the events a first attempt stored in silver are served again as silver holds them.
-            again = firsts.loc[firsts["status"] == "written", "event_id"]
+            # (Found in PostgreSQL, such a record was served before and needs nothing more.)
+            again = firsts.loc[firsts["status"] == "written", "event_id"] if in_silver else pd.Series(dtype=object)
             served = pd.concat([new_rows, stored[stored["event_id"].isin(again)]]) if len(again) else new_rows
             alerts = t.alerts_frame(served)
             repeats = pd.concat(
