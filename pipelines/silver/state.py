@@ -109,7 +109,8 @@ class CustomerState:
 
         snapshot = RsDeltaTable(profiles_path)
         offsets = snapshot_offsets(snapshot.history())
-        table = snapshot.to_pyarrow_table()
+        # Without recorded offsets the table's rows cannot be placed against silver: rebuild from silver alone.
+        table = snapshot.to_pyarrow_table() if offsets else pa.table({})
         profiles = {row["customer_id"]: Profile.from_row(row) for row in table.to_pylist()}
         state = cls(profiles, offsets)
         later = unfolded_rows(RsDeltaTable(silver_path), offsets)

@@ -3,12 +3,13 @@
 import datetime as dt
 
 import pandas as pd
+import pyarrow as pa
 from deltalake import write_deltalake
 
 from ecom.lake import ensure_table
 from ecom.schemas import PROFILE_SCHEMA
-from ml.features import apply_history
-from pipelines.silver.state import CustomerState, snapshot_offsets
+from ml.features import apply_history, profiles_frame
+from pipelines.silver.state import PROFILE_ARROW_SCHEMA, CustomerState, snapshot_offsets
 
 COLUMNS = [
     "event_id", "customer_id", "event_time", "amount", "device_id", "ip_country", "shipping_country",
@@ -55,8 +56,14 @@ def test_load_is_the_snapshot_plus_later_silver_rows(spark, tmp_path):
 
 
 def test_without_a_snapshot_every_silver_row_is_folded(spark, tmp_path):
+    """Also when the table holds profiles without recorded offsets (written by an older version): not counted twice."""
     profiles_path, silver_path = str(tmp_path / "profiles"), str(tmp_path / "silver")
     ensure_table(spark, profiles_path, PROFILE_SCHEMA)
+    unplaced = CustomerState()
+    unplaced.apply(apply_history(FIRST).profiles, FIRST)
+    write_deltalake(
+        profiles_path, pa.Table.from_pandas(profiles_frame(unplaced.profiles), PROFILE_ARROW_SCHEMA), mode="append"
+    )
     write_deltalake(silver_path, pd.concat([FIRST, SECOND], ignore_index=True))
     restored = CustomerState.load(profiles_path, silver_path)
     assert {c: p.tx_count for c, p in restored.profiles.items()} == {"A": 2, "B": 1, "C": 1}
