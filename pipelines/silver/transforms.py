@@ -3,7 +3,10 @@
 Input rows are bronze rows (``ecom.schemas.BRONZE_SCHEMA``). The quality
 rules are data (``QUALITY_RULES``: rule name -> SQL predicate that a good
 record satisfies); ``with_rule_failures`` applies them all and lists the names
-of the rules a record fails, so one helper routes failures to quarantine.
+of the rules a record fails, and ``with_routed_records`` gives each record its
+silver row (``silver_columns``) or its quarantine row (``quarantine_columns``).
+The second half holds the pandas steps the stream runs on a batch in its
+driver: ranking repeats, classifying against stored events, alerts.
 """
 
 from __future__ import annotations
@@ -76,14 +79,6 @@ def with_rule_failures(parsed_df: DataFrame, rules: dict[str, str] = QUALITY_RUL
     return parsed_df.withColumn("failed_rules", F.when(malformed, F.array(F.lit("malformed_json"))).otherwise(failures))
 
 
-def filter_valid(checked_df: DataFrame) -> DataFrame:
-    return checked_df.filter(F.size("failed_rules") == 0)
-
-
-def filter_invalid(checked_df: DataFrame) -> DataFrame:
-    return checked_df.filter(F.size("failed_rules") > 0)
-
-
 def hmac_sha256_hex(value: Column, key: bytes) -> Column:
     """HMAC-SHA256 of a string column as lower-case hex, computed in the JVM (no UDF).
 
@@ -109,7 +104,10 @@ def normalise_email(email: Column) -> Column:
 
 
 def silver_columns(pii_key: bytes, pipeline_version: str) -> list[Column]:
-    """The silver columns (``SILVER_BASE_COLUMNS``) of a valid parsed row, email pseudonymised."""
+    """The silver columns (``SILVER_BASE_COLUMNS``) of a valid parsed row, email pseudonymised.
+
+    History features (``ml.features``) and scores are added afterwards.
+    """
     e = "event."
     event_time = F.to_timestamp(F.col(e + "event_time"))
     return [
@@ -135,14 +133,6 @@ def silver_columns(pii_key: bytes, pipeline_version: str) -> list[Column]:
     ]
 
 
-def to_silver(valid_df: DataFrame, pii_key: bytes, pipeline_version: str) -> DataFrame:
-    """Valid parsed rows -> silver rows (``SILVER_BASE_COLUMNS``), email pseudonymised.
-
-    History features (``ml.features``) and scores are added afterwards.
-    """
-    return valid_df.select(*silver_columns(pii_key, pipeline_version))
-
-
 def quarantine_columns(pipeline_version: str) -> list[Column]:
     """The quarantine columns (``QUARANTINE_SCHEMA``) of a rejected row: raw payload, coordinates, reasons, when."""
     return [
@@ -152,11 +142,6 @@ def quarantine_columns(pipeline_version: str) -> list[Column]:
         F.current_timestamp().alias("quarantined_time"),
         F.lit(pipeline_version).alias("pipeline_version"),
     ]
-
-
-def to_quarantine(invalid_df: DataFrame, pipeline_version: str) -> DataFrame:
-    """Rejected rows -> quarantine rows: raw payload, Kafka coordinates, failed rules, when."""
-    return invalid_df.select(*quarantine_columns(pipeline_version))
 
 
 def with_routed_records(checked_df: DataFrame, pii_key: bytes, pipeline_version: str) -> DataFrame:

@@ -94,9 +94,13 @@ def test_malformed_payload_reports_only_malformed_json(spark):
     assert failures(spark, ["]]]"]) == {0: ["malformed_json"]}
 
 
-def test_to_silver_pseudonymises_email_with_hmac_and_derives_columns(spark):
-    checked = bronze(spark, [json.dumps(GOOD)]).transform(t.with_parsed_event).transform(t.with_rule_failures)
-    silver = t.to_silver(t.filter_valid(checked), KEY, "test")
+def routed(spark, payloads):
+    checked = bronze(spark, payloads).transform(t.with_parsed_event).transform(t.with_rule_failures)
+    return t.with_routed_records(checked, KEY, "test")
+
+
+def test_silver_rows_pseudonymise_email_with_hmac_and_derive_columns(spark):
+    silver = routed(spark, [json.dumps(GOOD)]).select("silver.*")
     assert tuple(silver.columns) == SILVER_BASE_COLUMNS
     row = silver.collect()[0]
     assert row.customer_email_hash == t.hmac_sha256_hex_py("alice@example.com", KEY)
@@ -114,9 +118,8 @@ def test_hmac_in_spark_matches_python_for_long_keys_and_null(spark):
     assert got == [t.hmac_sha256_hex_py("bob@example.com", long_key), None]
 
 
-def test_to_quarantine_keeps_payload_coordinates_and_reasons(spark):
-    checked = bronze(spark, [json.dumps(GOOD), "{oops"]).transform(t.with_parsed_event).transform(t.with_rule_failures)
-    q = t.to_quarantine(t.filter_invalid(checked), "test")
+def test_quarantine_rows_keep_payload_coordinates_and_reasons(spark):
+    q = routed(spark, [json.dumps(GOOD), "{oops"]).filter("quarantine IS NOT NULL").select("quarantine.*")
     assert q.columns == QUARANTINE_SCHEMA.fieldNames()
     got = q.select("payload", "kafka_offset", "reasons")
     expected = spark.createDataFrame(
@@ -127,8 +130,7 @@ def test_to_quarantine_keeps_payload_coordinates_and_reasons(spark):
 
 def test_each_record_is_routed_to_silver_or_quarantine_never_both(spark):
     payloads = [json.dumps(GOOD), "{oops", None, json.dumps({**GOOD, "amount": -1})]
-    checked = bronze(spark, payloads).transform(t.with_parsed_event).transform(t.with_rule_failures)
-    routed = t.with_routed_records(checked, KEY, "test").select(
+    got = routed(spark, payloads).select(
         "kafka_offset",
         F.col("silver.event_id").alias("silver_event_id"),
         F.col("silver.customer_email_hash").alias("silver_email_hash"),
@@ -145,7 +147,7 @@ def test_each_record_is_routed_to_silver_or_quarantine_never_both(spark):
         "kafka_offset long, silver_event_id string, silver_email_hash string, quarantine_reasons array<string>, "
         "quarantine_payload string",
     )
-    assert_df_equality(routed, expected, ignore_nullable=True, ignore_row_order=True)
+    assert_df_equality(got, expected, ignore_nullable=True, ignore_row_order=True)
 
 
 def test_event_rank_orders_repeats_by_kafka_position():
