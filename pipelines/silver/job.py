@@ -242,18 +242,19 @@ class SilverBatch:
             again = firsts.loc[firsts["status"] == "written", "event_id"] if in_silver else pd.Series(dtype=object)
             served = pd.concat([new_rows, stored[stored["event_id"].isin(again)]]) if len(again) else new_rows
             alerts = t.alerts_frame(served)
+            alert_rows = rows_of(alerts, ALERT_COLUMNS)
             repeats = pd.concat(
                 [ranked[ranked["event_rank"] > 1], firsts[firsts["status"] == "duplicate"]], ignore_index=True
             )
             timer.mark("features")
 
             if attempt != "done":
-                profiles = {**self.state.profiles, **history.profiles}
+                customers = served["customer_id"].unique()
                 self._serve(
                     batch_id,
                     rows_of(served, TX_COLUMNS),
-                    customer_rows([profiles[c] for c in served["customer_id"].unique()]),
-                    rows_of(alerts, ALERT_COLUMNS),
+                    customer_rows([history.profiles.get(c) or self.state.profiles[c] for c in customers]),
+                    alert_rows,
                 )
                 timer.mark("postgres")
 
@@ -263,7 +264,7 @@ class SilverBatch:
             if self.state.snapshot_due(self.settings.stream.profiles_snapshot_s):
                 self.state.snapshot(self.lake.table("silver", "customer_profiles"))
                 timer.mark("profiles")
-            self._publish_alerts(batch_id, rows_of(alerts, ALERT_COLUMNS))
+            self._publish_alerts(batch_id, alert_rows)
             timer.mark("kafka_alerts")
         finally:
             self.last_timings = timer.steps
