@@ -155,9 +155,11 @@ class SilverBatch:
     def __init__(self, settings: Settings, checkpoint: str, write_bronze: bool):
         self.settings = settings
         self.write_bronze = write_bronze
-        # Batch ids restart with a new checkpoint, so the idempotency keys
-        # (Delta commit tags, PostgreSQL sinks) name the checkpoint too.
-        self.sink_id = f"silver-{hashlib.sha1(checkpoint.encode()).hexdigest()[:12]}"
+        # Batch ids restart with a new checkpoint, so the idempotency keys (Delta commit tags, PostgreSQL
+        # sinks) name the checkpoint too: its path and the query id Spark keeps in it, read at the first
+        # batch (a checkpoint deleted and started again is a new query whose batch 0 is not the old one's).
+        self.checkpoint = checkpoint
+        self.sink_id = ""
         self.key = pii_key(settings)
         self.lake = settings.lake
         self.dsn = settings.postgres.dsn
@@ -205,6 +207,8 @@ class SilverBatch:
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         spark = batch_df.sparkSession
         timer = StepTimer()
+        if not self.sink_id:
+            self.sink_id = sink_id(self.checkpoint)
         if self.state is None:
             self.state = CustomerState.load(
                 self.lake.table("silver", "customer_profiles"), self.lake.table("silver", "transactions")
@@ -367,6 +371,16 @@ class SilverBatch:
                 bootstrap_servers=self.settings.kafka.bootstrap_servers.split(","), acks="all", linger_ms=5
             )
         return self._producer
+
+
+def sink_id(checkpoint: str) -> str:
+    """The stream's name in the bookkeeping: its checkpoint path and the query id stored there (if any yet)."""
+    try:
+        with open(f"{checkpoint}/metadata") as f:
+            query_id = json.loads(f.readline())["id"]
+    except (OSError, ValueError, KeyError):  # no query has run here (tests, tools) or not a local path
+        query_id = ""
+    return f"silver-{hashlib.sha1(f'{checkpoint}#{query_id}'.encode()).hexdigest()[:12]}"
 
 
 def struct_rows(routed: pa.Table, route: str) -> pa.Table:

@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ecom.schemas import SILVER_SCHEMA
-from pipelines.silver.job import arrow_schema, driver_frame, rows_of, struct_rows
+from pipelines.silver.job import arrow_schema, driver_frame, rows_of, sink_id, struct_rows
 
 TS = dt.datetime(2026, 11, 25, 12, 0, 0)
 
@@ -56,3 +56,16 @@ def test_arrow_schema_follows_the_silver_schema():
     assert schema.names == SILVER_SCHEMA.fieldNames()
     assert schema.field("amount").type == pa.decimal128(12, 2)
     assert schema.field("event_time").type == pa.timestamp("us", tz="UTC")
+
+
+def test_a_recreated_checkpoint_is_a_new_sink(tmp_path):
+    """Batch ids restart with a new checkpoint: its bookkeeping must not be mistaken for the old one's."""
+    checkpoint = tmp_path / "cp"
+    before_any_query = sink_id(str(checkpoint))  # no metadata yet: the path alone
+    checkpoint.mkdir()
+    (checkpoint / "metadata").write_text('{"id":"6a1c0f4e-0000-4000-8000-000000000001"}\n')
+    first = sink_id(str(checkpoint))
+    assert first != before_any_query
+    (checkpoint / "metadata").write_text('{"id":"6a1c0f4e-0000-4000-8000-000000000002"}\n')
+    assert sink_id(str(checkpoint)) != first
+    assert first.startswith("silver-") and first != sink_id(str(tmp_path / "other"))
