@@ -8,7 +8,11 @@ tests all take their columns from here; nothing infers a schema from data.
 
 from __future__ import annotations
 
+import functools
+
+import pyarrow as pa
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 SCHEMA_VERSION = 1
 
@@ -178,3 +182,9 @@ ALERT_SCHEMA = T.StructType(
         T.StructField("created_at", T.TimestampType(), False),
     ]
 )
+
+
+@functools.cache
+def arrow_schema(schema: T.StructType) -> pa.Schema:
+    """A table's schema in Arrow terms, for writing it from the driver (timestamps in UTC, as Delta stores them)."""
+    return to_arrow_schema(schema, timezone="UTC")

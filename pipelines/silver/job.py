@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
 import hashlib
 import json
 import logging
@@ -66,7 +65,6 @@ from delta.tables import DeltaTable
 from deltalake import CommitProperties, write_deltalake
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StructType
 
@@ -79,6 +77,7 @@ from ecom.schemas import (
     QUARANTINE_SCHEMA,
     SILVER_BASE_COLUMNS,
     SILVER_SCHEMA,
+    arrow_schema,
 )
 from ecom.secrets import pii_key
 from ecom.settings import Settings, get_settings
@@ -398,12 +397,6 @@ def driver_frame(rows: pa.Table) -> pd.DataFrame:
         if isinstance(dtype, pd.DatetimeTZDtype):
             frame[name] = frame[name].dt.tz_convert(None)
     return frame
-
-
-@functools.cache
-def arrow_schema(schema: StructType) -> pa.Schema:
-    """A lake schema in Arrow terms (timestamps in UTC, as Delta stores them)."""
-    return to_arrow_schema(schema, timezone="UTC")
 
 
 def committed_with_tag(path: str, tag: str, depth: int = 200) -> bool:

@@ -31,26 +31,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ecom.schemas import PROFILE_SCHEMA, arrow_schema
 from ml.features import ORDER_COLUMNS, Profile, apply_history, profiles_frame
 
 log = logging.getLogger(__name__)
 
 _OFFSETS_KEY = "kafka_offsets"
-_UTC_US = pa.timestamp("us", tz="UTC")
-PROFILE_ARROW_SCHEMA = pa.schema(
-    [
-        pa.field("customer_id", pa.string(), False),
-        pa.field("tx_count", pa.int64(), False),
-        pa.field("amount_sum", pa.float64(), False),
-        pa.field("amount_sumsq", pa.float64(), False),
-        pa.field("first_order_time", _UTC_US),
-        pa.field("last_order_time", _UTC_US),
-        pa.field("devices", pa.list_(pa.string()), False),
-        pa.field("ip_countries", pa.list_(pa.string()), False),
-        pa.field("customer_email_hash", pa.string()),
-        pa.field("updated_time", _UTC_US, False),
-    ]
-)  # PROFILE_SCHEMA in Arrow terms (times are naive UTC in the driver)
 
 
 class CustomerState:
@@ -83,7 +69,9 @@ class CustomerState:
         from deltalake import DeltaTable as RsDeltaTable
 
         changed = [self.profiles[c] for c in sorted(self.dirty)]
-        source = pa.Table.from_pandas(profiles_frame(changed), schema=PROFILE_ARROW_SCHEMA, preserve_index=False)
+        source = pa.Table.from_pandas(
+            profiles_frame(changed), schema=arrow_schema(PROFILE_SCHEMA), preserve_index=False
+        )
         meta = json.dumps({_OFFSETS_KEY: {str(p): o for p, o in sorted(self.offsets.items())}})
         (
             RsDeltaTable(path)
@@ -137,14 +125,12 @@ def snapshot_offsets(history: list[dict]) -> dict[int, int]:
 def unfolded_rows(silver, offsets: Mapping[int, int]) -> pd.DataFrame:
     """Silver rows past ``offsets`` (per Kafka partition), with what profiles need, event_time naive UTC."""
     columns = [*ORDER_COLUMNS, "kafka_partition", "kafka_offset"]
+    condition = None  # no snapshot: every row
+    if offsets:
+        condition = ~pc.field("kafka_partition").isin(list(offsets))  # partitions the snapshot has not seen
+        for partition, offset in offsets.items():
+            condition |= (pc.field("kafka_partition") == partition) & (pc.field("kafka_offset") > offset)
     dataset = silver.to_pyarrow_dataset()
-    past = None
-    known = pc.field("kafka_partition").isin(list(offsets)) if offsets else None
-    for partition, offset in offsets.items():
-        cond = (pc.field("kafka_partition") == partition) & (pc.field("kafka_offset") > offset)
-        past = cond if past is None else past | cond
-    unknown = ~known if known is not None else None
-    condition = None if past is None else past | unknown
     rows = dataset.to_table(columns=columns, filter=condition).to_pandas()
     if len(rows):
         rows["event_time"] = pd.to_datetime(rows["event_time"], utc=True).dt.tz_convert(None)

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ecom.schemas import SILVER_SCHEMA
-from pipelines.silver.job import arrow_schema, driver_frame, rows_of, sink_id, struct_rows
+from ecom.schemas import SILVER_SCHEMA, arrow_schema
+from pipelines.silver.job import driver_frame, rows_of, sink_id, struct_rows
 
 TS = dt.datetime(2026, 11, 25, 12, 0, 0)
 

@@ -7,9 +7,9 @@ import pyarrow as pa
 from deltalake import write_deltalake
 
 from ecom.lake import ensure_table
-from ecom.schemas import PROFILE_SCHEMA
+from ecom.schemas import PROFILE_SCHEMA, arrow_schema
 from ml.features import apply_history, profiles_frame
-from pipelines.silver.state import PROFILE_ARROW_SCHEMA, CustomerState, snapshot_offsets
+from pipelines.silver.state import CustomerState, snapshot_offsets
 
 COLUMNS = [
     "event_id", "customer_id", "event_time", "amount", "device_id", "ip_country", "shipping_country",
@@ -62,7 +62,9 @@ def test_without_a_snapshot_every_silver_row_is_folded(spark, tmp_path):
     unplaced = CustomerState()
     unplaced.apply(apply_history(FIRST).profiles, FIRST)
     write_deltalake(
-        profiles_path, pa.Table.from_pandas(profiles_frame(unplaced.profiles), PROFILE_ARROW_SCHEMA), mode="append"
+        profiles_path,
+        pa.Table.from_pandas(profiles_frame(unplaced.profiles), arrow_schema(PROFILE_SCHEMA)),
+        mode="append",
     )
     write_deltalake(silver_path, pd.concat([FIRST, SECOND], ignore_index=True))
     restored = CustomerState.load(profiles_path, silver_path)
