@@ -13,10 +13,19 @@ from pyspark.sql.types import StructType
 from ecom.schemas import (
     ALERT_SCHEMA,
     BRONZE_SCHEMA,
+    COHORT_SCHEMA,
+    CUSTOMER_SCHEMA,
     DUPLICATES_SCHEMA,
+    FBT_SCHEMA,
+    FX_RATE_SCHEMA,
+    MINUTE_METRICS_SCHEMA,
+    PRODUCT_SCHEMA,
     PROFILE_SCHEMA,
     QUARANTINE_SCHEMA,
+    RECOMMENDATION_SCHEMA,
+    RFM_SCHEMA,
     SILVER_SCHEMA,
+    SIMILARITY_SCHEMA,
 )
 from ecom.settings import Settings
 
@@ -28,6 +37,15 @@ TABLES: dict[tuple[str, str], tuple[StructType, tuple[str, ...]]] = {
     ("silver", "duplicates"): (DUPLICATES_SCHEMA, ()),
     ("silver", "customer_profiles"): (PROFILE_SCHEMA, ()),
     ("silver", "fraud_alerts"): (ALERT_SCHEMA, ("event_date",)),
+    ("gold", "fx_rates"): (FX_RATE_SCHEMA, ()),
+    ("gold", "minute_metrics"): (MINUTE_METRICS_SCHEMA, ("event_date",)),
+    ("gold", "rfm"): (RFM_SCHEMA, ("as_of",)),
+    ("gold", "cohorts"): (COHORT_SCHEMA, ()),
+    ("gold", "product_similarity"): (SIMILARITY_SCHEMA, ()),
+    ("gold", "frequently_bought_together"): (FBT_SCHEMA, ()),
+    ("gold", "recommendations"): (RECOMMENDATION_SCHEMA, ()),
+    ("gold", "products"): (PRODUCT_SCHEMA, ()),
+    ("gold", "customers"): (CUSTOMER_SCHEMA, ()),
 }
 
 

@@ -188,3 +188,151 @@ ALERT_SCHEMA = T.StructType(
 def arrow_schema(schema: T.StructType) -> pa.Schema:
     """A table's schema in Arrow terms, for writing it from the driver (timestamps in UTC, as Delta stores them)."""
     return to_arrow_schema(schema, timezone="UTC")
+
+
+# ---------------------------------------------------------------------------
+# Gold. Every figure is in the reporting currency (gold.reporting_currency,
+# USD by default), converted with gold/fx_rates. Grain stated above each table.
+# ---------------------------------------------------------------------------
+
+# gold/fx_rates: one row per currency: units of it per one unit of the
+# reporting currency, with where the rate comes from and the date it holds for.
+FX_RATE_SCHEMA = T.StructType(
+    [
+        T.StructField("currency", T.StringType(), False),
+        T.StructField("reporting_currency", T.StringType(), False),
+        T.StructField("units_per_reporting_unit", T.DoubleType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("as_of", T.DateType(), False),
+    ]
+)
+
+# gold/minute_metrics: one row per (event-time minute, dimension, dimension
+# value). dimension is "all" (dimension_value ""), "category" (from item lines:
+# an order counts once in each category it has lines in, revenue is that
+# category's lines), "payment_method" or "channel". late_events counts records
+# of that minute that arrived after the watermark had closed it (dimension
+# "all" only; 0 elsewhere). source is "stream" or "batch" (recomputed from
+# silver by the daily batch, late events included).
+MINUTE_METRICS_SCHEMA = T.StructType(
+    [
+        T.StructField("window_start", T.TimestampType(), False),
+        T.StructField("dimension", T.StringType(), False),
+        T.StructField("dimension_value", T.StringType(), False),
+        T.StructField("orders", T.LongType(), False),
+        T.StructField("revenue", T.DoubleType(), False),
+        T.StructField("avg_order_value", T.DoubleType(), True),
+        T.StructField("customers", T.LongType(), False),
+        T.StructField("alerts", T.LongType(), False),
+        T.StructField("alert_rate", T.DoubleType(), True),
+        T.StructField("late_events", T.LongType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("event_date", T.DateType(), False),
+        T.StructField("updated_at", T.TimestampType(), False),
+    ]
+)
+
+# gold/rfm: one row per (as_of date, customer with an order in the window).
+RFM_SCHEMA = T.StructType(
+    [
+        T.StructField("as_of", T.DateType(), False),
+        T.StructField("customer_id", T.StringType(), False),
+        T.StructField("recency_days", T.IntegerType(), False),
+        T.StructField("frequency", T.LongType(), False),
+        T.StructField("monetary", T.DoubleType(), False),
+        T.StructField("r_score", T.IntegerType(), False),
+        T.StructField("f_score", T.IntegerType(), False),
+        T.StructField("m_score", T.IntegerType(), False),
+        T.StructField("rfm_score", T.StringType(), False),
+        T.StructField("segment", T.StringType(), False),
+        T.StructField("previous_segment", T.StringType(), True),
+    ]
+)
+
+# gold/cohorts: one row per (cohort month, months since the first order).
+COHORT_SCHEMA = T.StructType(
+    [
+        T.StructField("cohort_month", T.DateType(), False),
+        T.StructField("months_since_first", T.IntegerType(), False),
+        T.StructField("cohort_size", T.LongType(), False),
+        T.StructField("active_customers", T.LongType(), False),
+        T.StructField("retention_rate", T.DoubleType(), False),
+        T.StructField("orders", T.LongType(), False),
+        T.StructField("revenue", T.DoubleType(), False),
+        T.StructField("avg_order_value", T.DoubleType(), True),
+        T.StructField("orders_per_active_customer", T.DoubleType(), True),
+    ]
+)
+
+# gold/product_similarity: one row per (product, similar product), the top N
+# by cosine similarity over the binary customer x product matrix.
+SIMILARITY_SCHEMA = T.StructType(
+    [
+        T.StructField("product_id", T.StringType(), False),
+        T.StructField("similar_product_id", T.StringType(), False),
+        T.StructField("common_customers", T.LongType(), False),
+        T.StructField("similarity", T.DoubleType(), False),
+        T.StructField("rank", T.IntegerType(), False),
+    ]
+)
+
+# gold/frequently_bought_together: one row per ordered pair (antecedent ->
+# consequent) of products in the same order that meets the support and
+# confidence minimums.
+FBT_SCHEMA = T.StructType(
+    [
+        T.StructField("antecedent", T.StringType(), False),
+        T.StructField("consequent", T.StringType(), False),
+        T.StructField("orders_with_both", T.LongType(), False),
+        T.StructField("support", T.DoubleType(), False),
+        T.StructField("confidence", T.DoubleType(), False),
+        T.StructField("lift", T.DoubleType(), False),
+    ]
+)
+
+# gold/recommendations: one row per (subject, recommended product), where the
+# subject is a customer or a product; strategy names what produced the row
+# (item_similarity, frequently_bought_together, popular_in_category).
+RECOMMENDATION_SCHEMA = T.StructType(
+    [
+        T.StructField("subject_type", T.StringType(), False),
+        T.StructField("subject_id", T.StringType(), False),
+        T.StructField("product_id", T.StringType(), False),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("score", T.DoubleType(), False),
+        T.StructField("strategy", T.StringType(), False),
+    ]
+)
+
+# gold/products: one row per product seen in silver: catalogue attributes
+# (category, latest unit price) plus sales over all of silver.
+PRODUCT_SCHEMA = T.StructType(
+    [
+        T.StructField("product_id", T.StringType(), False),
+        T.StructField("category", T.StringType(), False),
+        T.StructField("list_price", T.DoubleType(), True),
+        T.StructField("order_count", T.LongType(), False),
+        T.StructField("units_sold", T.LongType(), False),
+        T.StructField("revenue", T.DoubleType(), False),
+        T.StructField("avg_unit_price", T.DoubleType(), True),
+        T.StructField("customers", T.LongType(), False),
+        T.StructField("first_sold_at", T.TimestampType(), True),
+        T.StructField("last_sold_at", T.TimestampType(), True),
+    ]
+)
+
+# gold/customers: one row per customer seen in silver: lifetime figures,
+# cohort, and the latest RFM segment (null before the first RFM run).
+CUSTOMER_SCHEMA = T.StructType(
+    [
+        T.StructField("customer_id", T.StringType(), False),
+        T.StructField("customer_email_hash", T.StringType(), True),
+        T.StructField("first_order_time", T.TimestampType(), False),
+        T.StructField("last_order_time", T.TimestampType(), False),
+        T.StructField("order_count", T.LongType(), False),
+        T.StructField("total_revenue", T.DoubleType(), False),
+        T.StructField("avg_order_value", T.DoubleType(), False),
+        T.StructField("cohort_month", T.DateType(), False),
+        T.StructField("home_country", T.StringType(), True),
+    ]
+)

@@ -164,6 +164,23 @@ class RetentionSettings(_Section):
     days: int
 
 
+class GoldSettings(_Section):
+    """Gold layer (pipelines/gold; docs/gold.md): reporting currency, live metrics, RFM, cohorts, recommendations."""
+
+    reporting_currency: str = "USD"
+    watermark: str = "2 minutes"  # live minute metrics: how late an event may be and still count in its minute
+    trigger_interval: str = "1 second"  # the live metrics stream's micro-batch trigger
+    recompute_days: int = 2  # the daily batch recomputes the minute metrics of this many past days from silver
+    rfm_window_days: int = 365  # RFM looks at orders in the window before --as-of
+    recommendation_window_days: int = 365  # co-purchases counted over this window
+    similar_top_n: int = 20  # similar products kept per product
+    recommendations_top_n: int = 10  # recommendations per customer and per product
+    fbt_min_support_count: int = 3  # orders holding both products, at least
+    fbt_min_confidence: float = 0.01
+    repeat_purchase_categories: list[str] = ["grocery", "beauty"]  # bought again: may be recommended again
+    schedule_s: float = 900  # the demo runs `ecom batch daily` this often while live (after one run at start)
+
+
 class DashboardSettings(_Section):
     host: str
     port: int
@@ -188,6 +205,7 @@ class Settings(_Section):
     mlflow: MlflowSettings
     fraud: FraudSettings
     retention: RetentionSettings
+    gold: GoldSettings = GoldSettings()
     dashboard: DashboardSettings
     jars: JarSettings
 

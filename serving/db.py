@@ -221,3 +221,59 @@ def commit_batch(
     """``commit_batch_writes`` for a single table: rows written, or None for a replayed batch."""
     result = commit_batch_writes(conn, sink, batch_id, [TableWrite(table, columns, key, rows, update)])
     return None if result is None else result[0]
+
+
+def sync_table(
+    cur,
+    table: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    rows: Sequence[Sequence],
+    scope: str | None = "TRUE",
+    scope_params: Sequence = (),
+) -> tuple[int, int]:
+    """Make ``table`` hold exactly ``rows`` within ``scope``: an idempotent bulk upsert.
+
+    Rows are COPYed into a staging table; new keys are inserted, existing keys
+    updated only where a column really changed (so a rerun touches nothing and
+    ``updated_at`` keeps its time), and rows inside ``scope`` (a SQL predicate
+    on ``table``, default: the whole table; ``None``: delete nothing) whose key
+    is not among ``rows`` are deleted. Run it in one transaction with the rest
+    of a job's writes to a table, so a job killed half-way leaves the table as
+    it was. Returns (rows inserted or changed, rows deleted).
+    """
+    stage = f"stage_{table}"
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+    cur.execute(f"TRUNCATE {stage}")
+    if rows:
+        copy_rows(cur, stage, columns, rows)
+    cols = ", ".join(columns)
+    keys = ", ".join(key)
+    values = [c for c in columns if c not in key]
+    changed = " OR ".join(f"{table}.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in values)
+    has_updated_at = "updated_at" not in columns and _has_column(cur, table, "updated_at")
+    sets = [f"{c} = EXCLUDED.{c}" for c in values] + (["updated_at = now()"] if has_updated_at else [])
+    conflict = f"DO UPDATE SET {', '.join(sets)} WHERE {changed}" if values else "DO NOTHING"
+    cur.execute(
+        f"INSERT INTO {table} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM {stage} ORDER BY {keys} "
+        f"ON CONFLICT ({keys}) {conflict}"
+    )
+    upserted = cur.rowcount
+    deleted = 0
+    if scope is not None:
+        match = " AND ".join(f"s.{k} = {table}.{k}" for k in key)
+        cur.execute(
+            f"DELETE FROM {table} WHERE ({scope}) AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {match})",
+            tuple(scope_params),
+        )
+        deleted = cur.rowcount
+    return upserted, deleted
+
+
+def _has_column(cur, table: str, column: str) -> bool:
+    cur.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = %s AND column_name = %s",
+        (table, column),
+    )
+    return cur.fetchone() is not None
