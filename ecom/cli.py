@@ -129,6 +129,12 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     return run_rescore(_settings(args), args)
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from pipelines.gold.job import run_batch
+
+    return run_batch(_settings(args), args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ecom.demo import run_demo
 
@@ -199,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     from ml.rescore import add_rescore_arguments
 
     add_rescore_arguments(rescore)
+
+    batch = add(
+        "batch",
+        cmd_batch,
+        "Run the gold batch: dimensions, RFM, cohorts, recommendations, recent minutes, summaries (docs/gold.md).",
+    )
+    from pipelines.gold.job import add_batch_arguments
+
+    add_batch_arguments(batch)
 
     add("dashboard", cmd_dashboard, "Serve the Plotly Dash dashboard (reads PostgreSQL).")
 
