@@ -89,6 +89,7 @@ class PostgresSettings(_Section):
     database: str
     user: str
     start_timeout_s: float
+    durable: bool = True  # embedded server: fsync, full_page_writes, synchronous_commit on (off only for tests)
 
     @property
     def dsn(self) -> str:
