@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import time
 
 from ecom.settings import Settings, get_settings
 
@@ -44,9 +45,21 @@ def run_batch(settings: Settings, args: argparse.Namespace) -> int:
 
     names = list(batch.JOBS) if args.job == DAILY else [args.job]
     spark = get_spark(settings, f"ecom-batch-{args.job}")
-    results = batch.run(spark, settings, names, args.as_of, echo=lambda line: print(line, flush=True))
-    print("\n".join(batch.summary_lines(results)), flush=True)
-    return 0
+    every = getattr(args, "every", None)
+    if not every:
+        results = batch.run(spark, settings, names, args.as_of, echo=lambda line: print(line, flush=True))
+        print("\n".join(batch.summary_lines(results)), flush=True)
+        return 0
+    time.sleep(args.first_after)
+    while True:  # a scheduled run that fails is recorded in batch_runs; the next one runs as planned
+        started = time.monotonic()
+        try:
+            results = batch.run(spark, settings, names, args.as_of, echo=lambda line: print(line, flush=True))
+            print("\n".join(batch.summary_lines(results)), flush=True)
+        except Exception as exc:  # noqa: BLE001
+            print(f"gold batch failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        spark.catalog.clearCache()
+        time.sleep(max(0.0, every - (time.monotonic() - started)))
 
 
 def main(argv: list[str] | None = None) -> int:
