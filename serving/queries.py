@@ -102,3 +102,32 @@ def fraud_score_distribution(dsn: str, bins: int = 20) -> pd.DataFrame:
         FROM transactions WHERE fraud_score IS NOT NULL GROUP BY 1 ORDER BY 1
     """
     return _frame(dsn, sql, (width, bins, width))
+
+
+CUSTOMER_RECOMMENDATIONS_SQL = """
+    SELECT product_id, rank, score, strategy FROM recommendations
+    WHERE subject_type = 'customer' AND subject_id = %s ORDER BY rank LIMIT %s
+"""
+COLD_START_SQL = """
+    SELECT product_id, rank, score, strategy FROM recommendations
+    WHERE subject_type = 'category' AND subject_id = 'all' ORDER BY rank LIMIT %s
+"""
+
+
+def customer_recommendations(dsn_or_conn, customer_id: str, limit: int = 10) -> pd.DataFrame:
+    """One customer's ranked recommendations (indexed lookup), or the shop's popular items when the customer
+    has none (cold start). Accepts a DSN or an open connection (a pool's)."""
+
+    def run(conn) -> pd.DataFrame:
+        with conn.cursor() as cur:
+            cur.execute(CUSTOMER_RECOMMENDATIONS_SQL, (customer_id, limit))
+            rows = cur.fetchall()
+            if not rows:
+                cur.execute(COLD_START_SQL, (limit,))
+                rows = cur.fetchall()
+            return pd.DataFrame(rows, columns=["product_id", "rank", "score", "strategy"])
+
+    if isinstance(dsn_or_conn, str):
+        with connection(dsn_or_conn) as conn:
+            return run(conn)
+    return run(dsn_or_conn)

@@ -278,8 +278,11 @@ def run(
     names: Sequence[str],
     as_of: dt.date | None = None,
     echo: Callable[[str], None] = print,
+    seconds: dict[str, float] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Run the named jobs in order with progress lines; returns rows written per job and table.
+
+    ``seconds``, if given, receives each job's wall time.
 
     A failing job is recorded as failed in ``batch_runs`` and its exception
     raised: the jobs after it do not run (they read what it writes).
@@ -302,6 +305,8 @@ def run(
             raise
         _record_end(batch.dsn, run_id, written)
         results[name] = written
+        if seconds is not None:
+            seconds[name] = time.monotonic() - t0
         echo(
             f"      {name} done in {time.monotonic() - t0:.1f}s: " + ", ".join(f"{k} {v:,}" for k, v in written.items())
         )
