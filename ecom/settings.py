@@ -61,6 +61,20 @@ class ProducerSettings(_Section):
     delivery_timeout_ms: int
     max_block_ms: int = 60000  # how long send() may wait for metadata or buffer space
 
+    def client_config(self, bootstrap_servers: str) -> dict[str, Any]:
+        """Keyword arguments of a kafka-python ``KafkaProducer`` with these settings."""
+        return {
+            "bootstrap_servers": bootstrap_servers.split(","),
+            "acks": self.acks,
+            "enable_idempotence": self.enable_idempotence,
+            "compression_type": self.compression_type,
+            "batch_size": self.batch_size,
+            "linger_ms": self.linger_ms,
+            "max_in_flight_requests_per_connection": self.max_in_flight,
+            "delivery_timeout_ms": self.delivery_timeout_ms,
+            "max_block_ms": self.max_block_ms,
+        }
+
 
 class SimulatorSettings(_Section):
     rate_per_s: float
