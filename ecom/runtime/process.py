@@ -2,10 +2,18 @@
 
 Every embedded service (Kafka broker, PostgreSQL, MLflow UI, the demo's
 streaming jobs and dashboard) is one ``ManagedProcess`` under ``<data_dir>/run``.
+
+A pid file names one process, not one number: it records the pid together with
+the process's start time (``/proc/<pid>/stat`` field 22, clock ticks since
+boot) and the boot id. A pid that now belongs to another process (the recorded
+one died and the kernel reused its number) is a stale file: it is removed and
+never signalled. Pid files of older versions hold only the pid; they are
+trusted only for a process that started before the file was written.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -42,12 +50,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
+    fields = _proc_stat(pid)
+    return fields is None or fields[0] != "Z"  # a zombie counts as dead
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 0.25) -> bool:
@@ -59,9 +63,77 @@ def wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 
     return check()
 
 
+LEGACY_SLACK_S = 2.0  # /proc/stat's boot time has whole seconds: allow for rounding when comparing with a file's mtime
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` from the state on (field 3), or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field 22); None if unknown."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _boot_time() -> float | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """One process: its pid plus what tells it apart from a later process given the same pid."""
+
+    pid: int
+    start_ticks: int | None
+    boot_id: str | None
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessIdentity:
+        """The identity of the live process ``pid``."""
+        return cls(pid, start_ticks(pid), boot_id())
+
+    def to_json(self) -> str:
+        return json.dumps({"pid": self.pid, "start_ticks": self.start_ticks, "boot_id": self.boot_id})
+
+    def is_alive(self) -> bool:
+        """True only while this very process runs (not a zombie, not another process with the same pid)."""
+        if not pid_alive(self.pid):
+            return False
+        if self.start_ticks is None:  # no /proc on this system: the pid is all there is
+            return True
+        return self.boot_id == boot_id() and start_ticks(self.pid) == self.start_ticks
+
+
+def _started_before(pid: int, written_at: float) -> bool:
+    """A pid file of an older version (pid only): trust it only for a process started before it was written."""
+    ticks, booted = start_ticks(pid), _boot_time()
+    if ticks is None or booted is None:
+        return True
+    return booted + ticks / os.sysconf("SC_CLK_TCK") <= written_at + LEGACY_SLACK_S
+
+
 @dataclass
 class ManagedProcess:
-    """A detached process whose pid lives in ``<run_dir>/<name>.pid``."""
+    """A detached process whose identity (pid, start time, boot id) lives in ``<run_dir>/<name>.pid``."""
 
     name: str
     run_dir: Path
@@ -74,19 +146,39 @@ class ManagedProcess:
     def log_file(self) -> Path:
         return self.run_dir / f"{self.name}.log"
 
-    def pid(self) -> int | None:
-        """The live pid, or None; a stale pid file (process gone) is removed."""
-        if not self.pid_file.exists():
-            return None
+    def _recorded(self) -> ProcessIdentity | None:
+        """The process the pid file names if it still runs; a stale file (gone, or pid reused) is removed."""
         try:
-            pid = int(self.pid_file.read_text().strip())
-        except ValueError:
-            self.pid_file.unlink(missing_ok=True)
+            text = self.pid_file.read_text().strip()
+            written_at = self.pid_file.stat().st_mtime
+        except FileNotFoundError:
             return None
-        if pid_alive(pid):
-            return pid
+        identity = None
+        try:
+            if text.startswith("{"):
+                raw = json.loads(text)
+                identity = ProcessIdentity(int(raw["pid"]), raw.get("start_ticks"), raw.get("boot_id"))
+            else:
+                pid = int(text)
+                if _started_before(pid, written_at):
+                    identity = ProcessIdentity.of(pid)
+        except (ValueError, KeyError, TypeError):
+            identity = None
+        if identity is not None and identity.is_alive():
+            return identity
         self.pid_file.unlink(missing_ok=True)
         return None
+
+    def _record(self, pid: int) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.pid_file.with_name(f".{self.pid_file.name}.{os.getpid()}")
+        tmp.write_text(ProcessIdentity.of(pid).to_json() + "\n")
+        tmp.replace(self.pid_file)  # readers never see half a file
+
+    def pid(self) -> int | None:
+        """The live pid of the process this file names, or None (a stale file is removed)."""
+        identity = self._recorded()
+        return identity.pid if identity else None
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -104,27 +196,32 @@ class ManagedProcess:
                 cwd=cwd,
                 start_new_session=True,
             )
-        self.pid_file.write_text(str(proc.pid))
+        self._record(proc.pid)
         return proc.pid
 
     def adopt(self, pid: int) -> None:
         """Record a pid started by someone else (e.g. pg_ctl's postmaster)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.pid_file.write_text(str(pid))
+        self._record(pid)
 
     def stop(self, timeout_s: float = 30.0) -> bool:
-        """SIGTERM the process group, SIGKILL after ``timeout_s``; True if something was stopped."""
-        pid = self.pid()
-        if pid is None:
+        """SIGTERM the process group, SIGKILL after ``timeout_s``; True if something was stopped.
+
+        Only the process the pid file names is signalled: its identity is checked before each signal.
+        """
+        identity = self._recorded()
+        if identity is None:
             return False
+        pid = identity.pid
         for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not identity.is_alive():
+                break
             try:
                 os.killpg(pid, sig)
             except ProcessLookupError:
                 break
             except PermissionError:
                 os.kill(pid, sig)
-            if wait_until(lambda: not pid_alive(pid), timeout_s if sig == signal.SIGTERM else 10):
+            if wait_until(lambda: not identity.is_alive(), timeout_s if sig == signal.SIGTERM else 10):
                 break
         self.pid_file.unlink(missing_ok=True)
         return True

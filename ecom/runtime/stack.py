@@ -72,6 +72,11 @@ def up(settings: Settings, log=print) -> None:
         log(
             f"postgres   {'started' if started else 'already running'} on {settings.postgres.host}:{settings.postgres.port}"
         )
+        weak = [name for name, value in pg.durability().items() if value != "on"]
+        if settings.postgres.durable and weak:  # started earlier by an older version or with other settings
+            log(
+                f"postgres   WARNING: runs with {', '.join(weak)} off; `ecom down` then `ecom up` restarts it crash-safe"
+            )
     applied = migrate(settings.postgres.dsn)
     log(f"postgres   schema up to date{f' (applied {applied})' if applied else ''}")
     prepare_mlflow(settings)
