@@ -13,6 +13,7 @@ trusted only for a process that started before the file was written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,6 +62,34 @@ def wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 
             return True
         time.sleep(interval_s)
     return check()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _proc_stat(int(entry.name))
+            if fields and int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+GROUP_STOP = ((signal.SIGINT, 15.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0))
+
+
+def stop_group(pgid: int, steps: Sequence[tuple[signal.Signals, float]] = GROUP_STOP) -> bool:
+    """Signal every process of group ``pgid`` (Ctrl-C first, then SIGTERM, then SIGKILL, each after a grace
+    period) until none is left; True if the group is empty. For a group whose leader the caller started and
+    has not reaped yet (so its id cannot be reused meanwhile)."""
+    for sig, grace_s in steps:
+        if not group_members(pgid):
+            return True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        if wait_until(lambda: not group_members(pgid), grace_s, interval_s=0.1):
+            return True
+    return not group_members(pgid)
 
 
 LEGACY_SLACK_S = 2.0  # /proc/stat's boot time has whole seconds: allow for rounding when comparing with a file's mtime
