@@ -25,7 +25,7 @@ import pandas as pd
 from ecom.runtime import stack
 from ecom.runtime.kafka import EmbeddedKafka
 from ecom.runtime.postgres import EmbeddedPostgres
-from ecom.runtime.process import ManagedProcess, ServiceError, port_open, wait_until
+from ecom.runtime.process import ManagedProcess, ServiceError, port_open, stop_group, wait_until
 from ecom.settings import Settings
 
 
@@ -48,8 +48,16 @@ def _watch_first_data(settings: Settings, started: float, live_from: datetime, d
 
 
 def _run_step(what: str, cmd: list[str], env: dict[str, str]) -> None:
+    """Run one bootstrap step in the foreground; interrupted, it is stopped with all it started (workers, JVMs)."""
     print(f"\n--- {what}", flush=True)
-    if subprocess.run(cmd, env={**os.environ, **env}).returncode != 0:
+    step = subprocess.Popen(cmd, env={**os.environ, **env}, start_new_session=True)  # its own group: stoppable whole
+    try:
+        returncode = step.wait()
+    except BaseException:  # Ctrl-C, or SIGTERM (the CLI turns it into KeyboardInterrupt)
+        stop_group(step.pid)
+        step.wait()
+        raise
+    if returncode != 0:
         raise ServiceError(f"{what} failed (command: {' '.join(cmd[2:])})")
 
 
@@ -91,10 +99,6 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     env = {"ECOM_PROFILE": settings.profile, "PYTHONUNBUFFERED": "1"}
     kafka_was_running = EmbeddedKafka(settings).is_running()
     pg_was_running = EmbeddedPostgres(settings).is_running()
-    stack.up(settings)
-    if not args.skip_training:
-        bootstrap_model(settings, env, args.backfill_days, args.backfill_count)
-    bootstrap_gold(settings, env)
     run_dir = settings.run_dir
     stream = ManagedProcess("stream", run_dir)
     dash_proc = ManagedProcess("dashboard", run_dir)
@@ -102,7 +106,11 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     gold_batch = ManagedProcess("gold-batch", run_dir)
     ours: list[ManagedProcess] = []
     done = threading.Event()
-    try:
+    try:  # from the first step on: an interrupted first run stops what it started too
+        stack.up(settings)
+        if not args.skip_training:
+            bootstrap_model(settings, env, args.backfill_days, args.backfill_count)
+        bootstrap_gold(settings, env)
         for proc, cmd in (
             (stream, [sys.executable, "-m", "ecom.cli", "stream", "all"]),
             (
