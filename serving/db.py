@@ -157,12 +157,14 @@ def upsert_rows(
     key: Sequence[str],
     rows: Sequence[Sequence],
     update: Sequence[str] | None = None,
+    accumulate: Sequence[str] = (),
 ) -> int:
     """COPY ``rows`` into a staging table and merge them into ``table`` on ``key``.
 
     Rows are de-duplicated on the key inside the batch (last one wins) before
     the merge, as ``ON CONFLICT`` cannot touch one row twice. ``update`` lists
-    the columns overwritten on conflict (default: none, insert-only).
+    the columns overwritten on conflict (default: none, insert-only);
+    ``accumulate`` the ones added to on conflict (counters: stored + new).
     Returns the number of rows inserted or updated.
     """
     if not rows:
@@ -173,7 +175,8 @@ def upsert_rows(
     copy_rows(cur, stage, columns, rows)
     cols = ", ".join(columns)
     keys = ", ".join(key)
-    conflict = "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in update) if update else "DO NOTHING"
+    sets = [f"{c} = EXCLUDED.{c}" for c in update or ()] + [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in accumulate]
+    conflict = "DO UPDATE SET " + ", ".join(sets) if sets else "DO NOTHING"
     cur.execute(
         f"INSERT INTO {table} ({cols}) "
         f"SELECT DISTINCT ON ({keys}) {cols} FROM {stage} ORDER BY {keys} "
@@ -184,13 +187,15 @@ def upsert_rows(
 
 @dataclass(frozen=True)
 class TableWrite:
-    """Rows to merge into one table on ``key``; ``update`` lists the columns overwritten on conflict."""
+    """Rows to merge into one table on ``key``; ``update`` lists the columns overwritten on conflict,
+    ``accumulate`` the ones added to."""
 
     table: str
     columns: Sequence[str]
     key: Sequence[str]
     rows: Sequence[Sequence]
     update: Sequence[str] | None = None
+    accumulate: Sequence[str] = ()
 
 
 def commit_batch_writes(conn, sink: str, batch_id: int, writes: Sequence[TableWrite]) -> list[int] | None:
@@ -203,7 +208,7 @@ def commit_batch_writes(conn, sink: str, batch_id: int, writes: Sequence[TableWr
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (sink,))
         if batch_seen(cur, sink, batch_id):
             return None
-        written = [upsert_rows(cur, w.table, w.columns, w.key, w.rows, w.update) for w in writes]
+        written = [upsert_rows(cur, w.table, w.columns, w.key, w.rows, w.update, w.accumulate) for w in writes]
         mark_committed(cur, sink, batch_id, sum(len(w.rows) for w in writes))
         return written
 
