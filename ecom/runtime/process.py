@@ -51,7 +51,7 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    fields = _proc_stat(pid)
+    fields = proc_stat(pid)
     return fields is None or fields[0] != "Z"  # a zombie counts as dead
 
 
@@ -69,7 +69,7 @@ def group_members(pgid: int) -> list[int]:
     members = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            fields = _proc_stat(int(entry.name))
+            fields = proc_stat(int(entry.name))
             if fields and int(fields[2]) == pgid and fields[0] != "Z":
                 members.append(int(entry.name))
     return members
@@ -95,7 +95,7 @@ def stop_group(pgid: int, steps: Sequence[tuple[signal.Signals, float]] = GROUP_
 LEGACY_SLACK_S = 2.0  # /proc/stat's boot time has whole seconds: allow for rounding when comparing with a file's mtime
 
 
-def _proc_stat(pid: int) -> list[str] | None:
+def proc_stat(pid: int) -> list[str] | None:
     """Fields of ``/proc/<pid>/stat`` from the state on (field 3), or None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -106,7 +106,7 @@ def _proc_stat(pid: int) -> list[str] | None:
 
 def start_ticks(pid: int) -> int | None:
     """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field 22); None if unknown."""
-    fields = _proc_stat(pid)
+    fields = proc_stat(pid)
     return int(fields[19]) if fields else None
 
 

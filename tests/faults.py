@@ -1,0 +1,83 @@
+"""Helpers for fault tests: private services on free ports, process trees, chaos figures.
+
+A fault test that stops a broker or a database never touches the shared test
+stack: it runs its own Kafka and PostgreSQL on free ports with their own data
+folder (``private_kafka``, ``private_profile``). Fault tests hand their figures
+(counts, recovery times) to pytest's ``record_property``; ``make chaos`` reads
+them from the JUnit XML report into its table.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import yaml
+
+from ecom.runtime.process import ProcessIdentity, proc_stat
+from ecom.settings import CONF_DIR, Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def private_kafka(settings: Settings, root: Path) -> Settings:
+    """``settings`` with a Kafka broker of its own: data and pid files under ``root``, free ports."""
+    port, controller = free_port(), free_port()
+    kafka = settings.kafka.model_copy(
+        update={"port": port, "controller_port": controller, "bootstrap_servers": f"{settings.kafka.host}:{port}"}
+    )
+    return settings.model_copy(update={"data_dir": str(root), "kafka": kafka})
+
+
+def private_profile(settings: Settings, root: Path) -> dict[str, str]:
+    """Environment for a child ``ecom`` with a whole stack of its own under ``root`` (data, free ports).
+
+    Writes a configuration folder with the real base file and the ``settings.profile`` file plus overrides,
+    so the child loads the same profile with another data folder and ports."""
+    conf = root / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "base.yaml").write_text((CONF_DIR / "base.yaml").read_text())
+    profile = yaml.safe_load((CONF_DIR / f"{settings.profile}.yaml").read_text()) or {}
+    kafka_port = free_port()
+    overrides = {
+        "data_dir": str(root / "data"),
+        "kafka": {
+            "bootstrap_servers": f"127.0.0.1:{kafka_port}",
+            "port": kafka_port,
+            "controller_port": free_port(),
+        },
+        "postgres": {"port": free_port()},
+        "dashboard": {"port": free_port()},
+        "jars": {"cache": settings.jars.cache},
+    }
+    for section, values in overrides.items():
+        profile[section] = {**profile.get(section, {}), **values} if isinstance(values, dict) else values
+    (conf / f"{settings.profile}.yaml").write_text(yaml.safe_dump(profile))
+    return {"ECOM_CONF_DIR": str(conf), "ECOM_PROFILE": settings.profile}
+
+
+def descendants(pid: int) -> list[ProcessIdentity]:
+    """Every live process below ``pid`` (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = proc_stat(int(entry.name))
+            if fields and fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(ProcessIdentity.of(child))
+        todo.extend(children.get(child, []))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
