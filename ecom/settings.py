@@ -94,6 +94,7 @@ class SimulatorSettings(_Section):
     new_customer_share: float = 0.08
     backfill_days: float = 90
     workers: int = 2
+    state_dir: str | None = None  # each topic's shop, recorded for live runs to continue (None: {data_dir}/simulator)
 
 
 class PostgresSettings(_Section):
