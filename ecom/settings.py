@@ -201,6 +201,9 @@ class DashboardSettings(_Section):
     host: str
     port: int
     refresh_ms: int
+    workers: int = 2  # gunicorn worker processes of `ecom dashboard`
+    threads: int = 4  # request threads per worker
+    pool_max_connections: int = 6  # PostgreSQL connections per worker (read-only role)
 
 
 class JarSettings(_Section):
