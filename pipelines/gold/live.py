@@ -1,0 +1,632 @@
+"""Gold live metrics: per-minute order figures on event time, watermarked, from silver to ``gold/minute_metrics`` and
+PostgreSQL ``analytics_summaries``.
+
+Layer: gold. Input: ``silver/transactions`` (a Delta stream, ``skipChangeCommits``
+so retention deletes and rescoring rewrites do not stop it). Output:
+``gold/minute_metrics`` (grain: one row per event-time minute, dimension and
+dimension value; ``ecom.schemas.MINUTE_METRICS_SCHEMA``) and the ``minute``
+rows of ``analytics_summaries`` (encoding: ``pipelines.gold.summaries``).
+
+How a micro-batch is handled (``MinuteBatch``, a named ``foreachBatch``
+function): one Spark job brings the batch's silver rows (``LIVE_COLUMNS``) to
+the driver as Arrow; ``LiveMinutes.fold`` (pure, pandas, milliseconds) adds
+them to the open minutes it holds and returns what changed:
+
+- ``figures``: the new figures of every (minute, dimension value) the batch
+  touched -> upserted into PostgreSQL at once, so a minute's figures are there
+  one micro-batch after its last order reached silver;
+- ``late``: events whose minute had already closed (its end at or before the
+  watermark) -> counted in that minute's ``late_events`` (overall row), never
+  added to its figures; the daily batch's ``recompute_minutes`` adds them;
+- ``closed``: the final figures of the minutes the watermark passed -> merged
+  into ``gold/minute_metrics`` (the lake holds closed minutes only).
+
+The watermark is the highest event time seen minus ``gold.watermark``, each
+event's time capped at the time silver processed it (an order stamped in the
+future cannot close the present); it moves at batch boundaries, as Spark's
+does. PostgreSQL gets the figures, the late counts (added to) and the state
+after the batch (watermark and folded Kafka offsets, ``stream_progress``) in
+one transaction recorded under the batch id, so a replayed batch changes
+nothing there; the lake merge is tagged with the batch id and skipped on a
+replay that finds the tag. After a restart the first batch N rebuilds the open
+minutes as they were after batch N-1: its recorded watermark and offsets, and
+the silver rows of the open minutes up to those offsets.
+
+Runs as ``ecom stream gold`` or ``spark-submit pipelines/gold/live.py``.
+``recompute_minutes`` is the batch side (``ecom batch minutes``). docs/gold.md
+has the design and the measurements that chose it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.streaming import StreamingQuery
+
+from ecom.lake import TABLES, ensure_table, prepare_lake
+from ecom.schemas import MINUTE_METRICS_SCHEMA, SILVER_SCHEMA, arrow_schema
+from ecom.settings import Settings, get_settings
+from pipelines.gold import fx
+from pipelines.gold.summaries import (
+    DIMENSION_ROW_COLUMNS,
+    FIGURE_COLUMNS,
+    OVERALL,
+    SUMMARY_COLUMNS,
+    SUMMARY_KEY,
+    UNKNOWN_CATEGORY,
+    order_dimensions,
+    period_metrics,
+    silver_orders,
+    summary_rows,
+    sync_summaries,
+)
+from serving import db
+
+log = logging.getLogger(__name__)
+
+QUERY_NAME = "gold_minute_metrics"
+STREAM, BATCH = "stream", "batch"  # values of ``source``
+MINUTE = pd.Timedelta(minutes=1)
+MINUTE_COLUMNS = tuple(MINUTE_METRICS_SCHEMA.fieldNames())
+MINUTE_KEY = ("window_start", "dimension", "dimension_value")
+# What the live metrics read of a silver row.
+LIVE_COLUMNS = (
+    "event_id", "event_time", "processed_time", "customer_id", "items", "amount", "currency", "payment_method",
+    "channel", "is_fraud", "kafka_partition", "kafka_offset",
+)  # fmt: skip
+LIVE_SCHEMA = T.StructType([SILVER_SCHEMA[c] for c in LIVE_COLUMNS])
+PROGRESS_KEEP = 100  # stream_progress rows kept per sink (a restart needs the last one)
+
+
+def reporting_rates(reporting_currency: str) -> dict[str, float]:
+    """Currency -> units of it per reporting unit, from the one FX reference (``pipelines.gold.fx``)."""
+    return {row[0]: row[2] for row in fx.fx_rate_rows(reporting_currency)}
+
+
+def _naive_utc(values) -> pd.Series:
+    stamps = pd.Series(pd.to_datetime(values))
+    return stamps.dt.tz_convert("UTC").dt.tz_localize(None) if stamps.dt.tz is not None else stamps
+
+
+def dimension_frame(batch: pa.Table, rates: Mapping[str, float]) -> pd.DataFrame:
+    """Silver rows (``LIVE_COLUMNS``) -> ``DIMENSION_ROW_COLUMNS`` plus ``window_start``: one row per (order,
+    dimension, value), money in the reporting currency. The stream's twin of ``summaries.order_dimensions``
+    over ``orders.with_order_revenue`` and ``orders.order_lines``: the same rows, computed in the driver."""
+    amount = pc.cast(batch["amount"], pa.float64()).to_numpy(zero_copy_only=False)
+    orders = pd.DataFrame(
+        {
+            "event_id": batch["event_id"].to_pandas(),
+            "customer_id": batch["customer_id"].to_pandas(),
+            "event_time": _naive_utc(batch["event_time"].to_pandas()),
+            "payment_method": batch["payment_method"].to_pandas(),
+            "channel": batch["channel"].to_pandas(),
+            "is_fraud": batch["is_fraud"].to_pandas(),
+        }
+    )
+    units = batch["currency"].to_pandas().map(rates).to_numpy(dtype=float)
+    if np.isnan(units).any():
+        unknown = batch["currency"].to_pandas()[np.isnan(units)].iloc[0]
+        raise ValueError(f"no FX rate for currency {unknown}")
+    orders["revenue"] = amount / units
+    orders["is_alert"] = orders["is_fraud"].eq(True)
+    orders["is_scored"] = orders["is_fraud"].notna()
+    orders["window_start"] = orders["event_time"].dt.floor("min")
+
+    items = batch["items"].combine_chunks() if batch.num_rows else pa.array([], batch.schema.field("items").type)
+    flat = pc.list_flatten(items)
+    lines = pd.DataFrame(
+        {
+            "row": pc.list_parent_indices(items).to_numpy(),
+            "product_id": flat.field("product_id").to_pandas(),
+            "category": flat.field("category").to_pandas().fillna(UNKNOWN_CATEGORY),
+            "quantity": pc.cast(flat.field("quantity"), pa.float64()).to_numpy(zero_copy_only=False),
+            "unit_price": pc.cast(flat.field("unit_price"), pa.float64()).to_numpy(zero_copy_only=False),
+        }
+    )
+    lines = lines[lines["product_id"].notna()]  # as order_lines: a line without a product is not a sale
+    lines["revenue"] = lines["quantity"] * lines["unit_price"] / units[lines["row"].to_numpy()]
+    categories = lines.groupby(["row", "category"], sort=False, as_index=False)["revenue"].sum()
+
+    keep = ["event_id", "customer_id", "event_time", "window_start", "is_alert", "is_scored"]
+    parts = [
+        orders[keep].assign(dimension=OVERALL, dimension_value="", revenue=orders["revenue"]),
+        orders[keep].assign(dimension="payment_method", dimension_value=orders["payment_method"], revenue=orders["revenue"]),
+        orders[keep].assign(dimension="channel", dimension_value=orders["channel"], revenue=orders["revenue"]),
+        orders[keep]
+        .iloc[categories["row"].to_numpy()]
+        .assign(dimension="category", dimension_value=categories["category"].to_numpy(), revenue=categories["revenue"].to_numpy()),
+    ]  # fmt: skip
+    return pd.concat(parts, ignore_index=True)[[*DIMENSION_ROW_COLUMNS, "window_start"]]
+
+
+@dataclass
+class _Figures:
+    """Running figures of one (minute, dimension, value)."""
+
+    orders: int = 0
+    revenue: float = 0.0
+    alerts: int = 0
+    scored: int = 0
+    customers: set = field(default_factory=set)
+
+
+@dataclass
+class MinuteChanges:
+    """What one batch changed: ``figures`` (touched open minutes), ``late`` counts, ``closed`` minutes."""
+
+    figures: pd.DataFrame  # MINUTE_COLUMNS
+    late: pd.DataFrame  # window_start, late_events
+    closed: pd.DataFrame  # MINUTE_COLUMNS
+    watermark: pd.Timestamp | None
+
+    def late_rows(self, updated_at: dt.datetime) -> pd.DataFrame:
+        """The late counts as ``MINUTE_COLUMNS`` rows (overall, no figures), for the lake merge."""
+        return minute_frame(
+            [((start, OVERALL, ""), _Figures(), int(n)) for start, n in zip(self.late["window_start"], self.late["late_events"], strict=True)],
+            updated_at,
+        )  # fmt: skip
+
+
+def minute_frame(records: Sequence[tuple[tuple, _Figures, int]], updated_at: dt.datetime) -> pd.DataFrame:
+    """``MINUTE_COLUMNS`` rows (source ``stream``) from ((window_start, dimension, value), figures, late events)."""
+    rows = []
+    for (start, dimension, value), f, late in records:
+        rows.append(
+            (
+                start, dimension, value, f.orders, f.revenue, f.revenue / f.orders if f.orders else None,
+                len(f.customers), f.alerts, f.alerts / f.scored if f.scored else None, late, STREAM, start.date(),
+                updated_at,
+            )
+        )  # fmt: skip
+    frame = pd.DataFrame(rows, columns=list(MINUTE_COLUMNS))
+    return frame.astype({"orders": "int64", "customers": "int64", "alerts": "int64", "late_events": "int64"})
+
+
+class LiveMinutes:
+    """The open minutes of the live metrics: running figures, the watermark, the Kafka offsets folded so far.
+
+    ``fold`` is the whole stream's logic as a function of a batch's silver rows; it holds no I/O.
+    """
+
+    def __init__(
+        self,
+        rates: Mapping[str, float],
+        delay: pd.Timedelta,
+        watermark: pd.Timestamp | None = None,
+        offsets: Mapping[int, int] | None = None,
+    ):
+        self.rates = dict(rates)
+        self.delay = delay
+        self.watermark = watermark
+        self.offsets: dict[int, int] = dict(offsets or {})
+        self.minutes: dict[pd.Timestamp, dict[tuple[str, str], _Figures]] = {}
+        self.seen: dict[pd.Timestamp, set[str]] = {}  # event ids counted per open minute: a row never counts twice
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LiveMinutes:
+        return cls(reporting_rates(settings.gold.reporting_currency), pd.Timedelta(settings.gold.watermark))
+
+    def closed(self, window_start: pd.Series) -> pd.Series:
+        """Whether each minute is closed: its end is at or before the watermark."""
+        if self.watermark is None:
+            return pd.Series(False, index=window_start.index)
+        return window_start + MINUTE <= self.watermark
+
+    def first_open_minute(self) -> pd.Timestamp | None:
+        return None if self.watermark is None else self.watermark.floor("min")
+
+    def fold(self, batch: pa.Table, now: dt.datetime | None = None) -> MinuteChanges:
+        """Add one batch of silver rows (``LIVE_COLUMNS``); returns what changed."""
+        now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        dims = dimension_frame(batch, self.rates)
+        late_rows = self.closed(dims["window_start"])
+        late = (
+            dims[late_rows & (dims["dimension"] == OVERALL)]
+            .groupby("window_start", as_index=False)["event_id"]
+            .nunique()
+            .rename(columns={"event_id": "late_events"})
+        )
+        touched = self._add(dims[~late_rows])
+        figures = minute_frame([(key, self.minutes[key[0]][key[1:]], 0) for key in sorted(touched)], now)
+        self._advance(batch)
+        return MinuteChanges(figures, late, self._close(now), self.watermark)
+
+    def _add(self, dims: pd.DataFrame) -> set[tuple]:
+        """Fold on-time dimension rows into the open minutes; returns the (minute, dimension, value) touched."""
+        dims = dims.drop_duplicates(["event_id", "dimension", "dimension_value"])
+        fresh = []
+        for start, rows in dims.groupby("window_start", sort=False):
+            seen = self.seen.setdefault(start, set())
+            rows = rows[~rows["event_id"].isin(seen)]
+            seen.update(rows["event_id"])
+            fresh.append(rows)
+        if not fresh:
+            return set()
+        dims = pd.concat(fresh)
+        groups = dims.groupby(["window_start", "dimension", "dimension_value"], sort=False)
+        sums = groups.agg(
+            orders=("event_id", "size"), revenue=("revenue", "sum"), alerts=("is_alert", "sum"), scored=("is_scored", "sum")
+        )  # fmt: skip
+        customers = groups["customer_id"].unique()
+        for key, row in sums.iterrows():
+            figures = self.minutes.setdefault(key[0], {}).setdefault(key[1:], _Figures())
+            figures.orders += int(row["orders"])
+            figures.revenue += float(row["revenue"])
+            figures.alerts += int(row["alerts"])
+            figures.scored += int(row["scored"])
+            figures.customers.update(customers[key])
+        return set(sums.index)
+
+    def _advance(self, batch: pa.Table) -> None:
+        """Move the watermark (highest event time, each capped at its processing time, minus the delay) and the
+        folded Kafka offsets past this batch."""
+        if not batch.num_rows:
+            return
+        event_time = _naive_utc(batch["event_time"].to_pandas())
+        capped = event_time.where(
+            event_time <= (processed := _naive_utc(batch["processed_time"].to_pandas())), processed
+        )
+        candidate = capped.max() - self.delay
+        if self.watermark is None or candidate > self.watermark:
+            self.watermark = candidate
+        offsets = pa.TableGroupBy(batch.select(["kafka_partition", "kafka_offset"]), "kafka_partition").aggregate(
+            [("kafka_offset", "max")]
+        )
+        for partition, offset in zip(*offsets.to_pydict().values(), strict=True):
+            self.offsets[int(partition)] = max(int(offset), self.offsets.get(int(partition), -1))
+
+    def _close(self, now: dt.datetime) -> pd.DataFrame:
+        """Remove the minutes the watermark passed; returns their final figures."""
+        done = sorted(m for m in self.minutes if self.watermark is not None and m + MINUTE <= self.watermark)
+        records = [((m, *key), figures, 0) for m in done for key, figures in sorted(self.minutes[m].items())]
+        for m in done:
+            del self.minutes[m]
+            del self.seen[m]
+        return minute_frame(records, now)
+
+    # -- restart ----------------------------------------------------------------------------------
+    def progress(self) -> dict:
+        """What a restart needs to continue exactly after this point (stored with the batch)."""
+        return {
+            "watermark": None if self.watermark is None else self.watermark.isoformat(),
+            "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
+        }
+
+    def resume(self, progress: Mapping | None, silver_rows: pa.Table) -> None:
+        """Become the state recorded in ``progress``: its watermark and offsets, and the open minutes rebuilt from
+        ``silver_rows`` (at least the rows of the minutes open then; rows past the offsets are left out)."""
+        if not progress:
+            return
+        offsets = {int(p): int(o) for p, o in progress.get("offsets", {}).items()}
+        watermark = pd.Timestamp(progress["watermark"]) if progress.get("watermark") else None
+        self.watermark, self.offsets = watermark, offsets
+        if not silver_rows.num_rows:
+            return
+        partition, offset = silver_rows["kafka_partition"], silver_rows["kafka_offset"]
+        folded = pc.is_in(partition, pa.array(list(offsets), pa.int32()))
+        for p, o in offsets.items():
+            folded = pc.and_kleene(folded, pc.or_kleene(pc.not_equal(partition, p), pc.less_equal(offset, o)))
+        dims = dimension_frame(silver_rows.filter(folded), self.rates)
+        self._add(dims[~self.closed(dims["window_start"])])
+
+
+# -- PostgreSQL and lake writes of one batch -----------------------------------------------------
+
+
+def minute_writes(changes: MinuteChanges, sink: str, batch_id: int, progress: Mapping) -> list[db.TableWrite]:
+    """The batch's PostgreSQL writes (for ``db.commit_batch_writes``): figures, late counts (added), progress."""
+    now = dt.datetime.now(dt.UTC)
+    columns = (*SUMMARY_COLUMNS, "updated_at")
+    figures = [(*row, now) for row in summary_rows(changes.figures, "minute", "window_start")]
+    late = [
+        ("late_events", "minute", start.tz_localize("UTC").to_pydatetime(), "", float(n), now)
+        for start, n in zip(changes.late["window_start"], changes.late["late_events"], strict=True)
+    ]
+    return [
+        db.TableWrite("analytics_summaries", columns, SUMMARY_KEY, figures, update=("value", "updated_at")),
+        db.TableWrite("analytics_summaries", columns, SUMMARY_KEY, late, update=("updated_at",), accumulate=("value",)),
+        db.TableWrite(
+            "stream_progress",
+            ("sink", "batch_id", "progress"),
+            ("sink", "batch_id"),
+            [(sink, batch_id, json.dumps(progress))],
+            update=("progress",),
+        ),
+    ]
+
+
+def lake_source(changes: MinuteChanges, updated_at: dt.datetime) -> pa.Table | None:
+    """Closed minutes and late counts as one Arrow table (``MINUTE_COLUMNS`` + ``is_late``), or None if neither."""
+    late = changes.late_rows(updated_at).assign(is_late=True)
+    closed = changes.closed.assign(is_late=False)
+    frames = [f for f in (closed, late) if len(f)]
+    if not frames:
+        return None
+    schema = arrow_schema(MINUTE_METRICS_SCHEMA).append(pa.field("is_late", pa.bool_(), False))
+    return pa.Table.from_pandas(pd.concat(frames, ignore_index=True), schema=schema, preserve_index=False)
+
+
+def merge_into_lake(path: str, source: pa.Table, tag: str, attempts: int = 5) -> None:
+    """Closed minutes replace their row (inserted if new); late counts are added to the minute's overall row
+    (a row with zero figures if the minute had none). Retried when a concurrent commit (the daily batch) wins."""
+    from deltalake import CommitProperties
+    from deltalake import DeltaTable as RsDeltaTable
+    from deltalake.exceptions import CommitFailedError
+
+    match = " AND ".join(f"t.{c} = s.{c}" for c in ("event_date", *MINUTE_KEY))
+    every = {c: f"s.{c}" for c in MINUTE_COLUMNS}
+    for attempt in range(attempts):
+        try:
+            (
+                RsDeltaTable(path)
+                .merge(
+                    source,
+                    match,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=CommitProperties(custom_metadata={"userMetadata": tag}),
+                )
+                .when_matched_update(
+                    {"late_events": "t.late_events + s.late_events", "updated_at": "s.updated_at"}, "s.is_late"
+                )
+                .when_matched_update(every, "NOT s.is_late")
+                .when_not_matched_insert(every)
+                .execute()
+            )
+            return
+        except CommitFailedError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def committed_with_tag(path: str, tag: str, depth: int = 200) -> bool:
+    """True if one of the table's last ``depth`` commits carries ``tag`` as its userMetadata."""
+    from deltalake import DeltaTable as RsDeltaTable
+
+    return any(c.get("userMetadata") == tag for c in RsDeltaTable(path).history(depth))
+
+
+# -- the stream ------------------------------------------------------------------------------------
+
+
+class MinuteBatch:
+    """The ``foreachBatch`` function of the live metrics stream (``ecom stream gold``)."""
+
+    def __init__(self, settings: Settings, query_name: str = QUERY_NAME):
+        self.settings = settings
+        self.query_name = query_name
+        self.path = settings.lake.table("gold", "minute_metrics")
+        self.sink = ""  # named after the query id Spark keeps in the checkpoint, read at the first batch
+        self.state: LiveMinutes | None = None
+        self.last_timings: dict[str, float] = {}
+        self._conn = None
+
+    def _db(self):
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.settings.postgres.dsn)
+        return self._conn
+
+    def _sink(self, spark: SparkSession) -> str:
+        query = next((q for q in spark.streams.active if q.name == self.query_name), None)
+        return f"gold-minutes-{query.id if query is not None else self.query_name}"
+
+    def _resume(self, spark: SparkSession, batch_id: int) -> LiveMinutes:
+        """The state as it was after the last batch committed before ``batch_id`` (empty on a first start)."""
+        state = LiveMinutes.from_settings(self.settings)
+        with self._db() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT batch_id, progress FROM stream_progress WHERE sink = %s AND batch_id < %s "
+                "ORDER BY batch_id DESC LIMIT 1",
+                (self.sink, batch_id),
+            )
+            found = cur.fetchone()
+        if found is None:
+            return state
+        progress = found[1]
+        start = pd.Timestamp(progress["watermark"]).floor("min") if progress.get("watermark") else None
+        rows = open_silver_rows(spark, self.settings, start) if progress.get("offsets") else empty_live_rows()
+        state.resume(progress, rows)
+        log.info(
+            "live minutes resumed after batch %d: watermark %s, %d open minutes from %d silver rows",
+            found[0], state.watermark, len(state.minutes), rows.num_rows,
+        )  # fmt: skip
+        return state
+
+    def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
+        spark = batch_df.sparkSession
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+
+        def mark(step: str) -> None:
+            nonlocal started
+            now = time.perf_counter()
+            timings[step] = round(1000 * (now - started), 1)
+            started = now
+
+        if not self.sink:
+            self.sink = self._sink(spark)
+        if self.state is None:
+            self.state = self._resume(spark, batch_id)
+            mark("resume")
+        rows = batch_df.toArrow()
+        mark("read")
+        changes = self.state.fold(rows)
+        mark("fold")
+        written = db.commit_batch_writes(
+            self._db(), self.sink, batch_id, minute_writes(changes, self.sink, batch_id, self.state.progress())
+        )
+        mark("postgres")
+        source = lake_source(changes, dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        tag = f"{self.sink}:{batch_id}"
+        if source is not None and not (written is None and committed_with_tag(self.path, tag)):
+            merge_into_lake(self.path, source, tag)
+            mark("lake")
+        if batch_id % PROGRESS_KEEP == 0:
+            with self._db() as conn, conn.cursor() as cur:
+                cur.execute(
+                    "DELETE FROM stream_progress WHERE sink = %s AND batch_id < %s",
+                    (self.sink, batch_id - PROGRESS_KEEP),
+                )
+        self.last_timings = timings
+        log.info(
+            "minutes batch %d%s: %d rows, %d late, %d closed, watermark %s: %s ms",
+            batch_id, " (replay)" if written is None else "", rows.num_rows, int(changes.late["late_events"].sum()),
+            changes.closed["window_start"].nunique(), changes.watermark,
+            ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
+        )  # fmt: skip
+
+
+def empty_live_rows() -> pa.Table:
+    return arrow_schema(LIVE_SCHEMA).empty_table()
+
+
+def open_silver_rows(spark: SparkSession, settings: Settings, start: pd.Timestamp | None) -> pa.Table:
+    """Silver rows (``LIVE_COLUMNS``) with event time from ``start`` on (all of silver if None)."""
+    silver = spark.read.format("delta").load(settings.lake.table("silver", "transactions"))
+    if start is not None:
+        begin = start.to_pydatetime()
+        silver = silver.where((F.col("event_date") >= F.lit(begin.date())) & (F.col("event_time") >= F.lit(begin)))
+    return silver.select(*LIVE_COLUMNS).toArrow()
+
+
+def start(spark: SparkSession, settings: Settings, once: bool = False) -> StreamingQuery:
+    """Start the live metrics stream: a Delta stream over silver -> ``MinuteBatch``."""
+    prepare_lake(spark, settings)
+    source = (
+        spark.readStream.format("delta")
+        .option("skipChangeCommits", "true")
+        .load(settings.lake.table("silver", "transactions"))
+        .select(*LIVE_COLUMNS)
+    )
+    writer = (
+        source.writeStream.queryName(QUERY_NAME)
+        .foreachBatch(MinuteBatch(settings))
+        .option("checkpointLocation", settings.lake.checkpoint(QUERY_NAME))
+    )
+    writer = (
+        writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.gold.trigger_interval)
+    )
+    return writer.start()
+
+
+# -- the batch side: recompute minutes from silver -------------------------------------------------
+
+
+def minute_metrics(orders: DataFrame, lines: DataFrame) -> DataFrame:
+    """Gold orders and lines -> the figures per (``window_start``, dimension, value), all orders counted."""
+    return period_metrics(order_dimensions(orders, lines), "minute").withColumnRenamed("period_start", "window_start")
+
+
+def with_late_events(figures: DataFrame, late: DataFrame) -> DataFrame:
+    """Figures plus ``late_events`` from ``late`` (window_start, dimension, dimension_value, late_events); a
+    minute known only by its late count keeps a row with zero figures, so no count is dropped."""
+    zero = {"orders": 0, "revenue": 0.0, "customers": 0, "alerts": 0, "late_events": 0}
+    return figures.join(late, list(MINUTE_KEY), "full").fillna(zero)
+
+
+def stream_frontier(spark: SparkSession, path: str) -> dt.datetime | None:
+    """The end of the latest minute the live stream closed (None if it never closed one)."""
+    stream_rows = spark.read.format("delta").load(path).where(F.col("source") == STREAM)
+    micros = stream_rows.agg(F.max(F.unix_micros("window_start"))).collect()[0][0]
+    return None if micros is None else dt.datetime.fromtimestamp(micros / 1e6, dt.UTC) + dt.timedelta(minutes=1)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def recompute_minutes(
+    spark: SparkSession, settings: Settings, since: dt.datetime, until: dt.datetime
+) -> dict[str, int]:
+    """Recompute ``gold/minute_metrics`` for the minutes in [since, until) from silver, late events included, and
+    make ``analytics_summaries`` hold exactly those minutes; returns rows written per table.
+
+    The rows get ``source`` = ``batch``; ``late_events`` keeps what the stream counted (how many of the minute's
+    events came after it had closed), the figures now include them. Minutes the live stream has not closed yet
+    are left to it: ``until`` stops at the end of the latest minute it closed (when it ever closed one).
+    """
+    path = settings.lake.table("gold", "minute_metrics")
+    ensure_table(spark, path, *TABLES[("gold", "minute_metrics")])
+    since, until = _utc(since), _utc(until)
+    frontier = stream_frontier(spark, path)
+    if frontier is not None:
+        until = min(until, frontier)
+    if until <= since:
+        return {"gold/minute_metrics": 0, "pg/analytics_summaries": 0}
+    in_range = (F.col("window_start") >= F.lit(since)) & (F.col("window_start") < F.lit(until))
+    late = (
+        spark.read.format("delta")
+        .load(path)
+        .where(F.col("event_date").between(since.date(), until.date()) & in_range & (F.col("late_events") > 0))
+        .select(*MINUTE_KEY, "late_events")
+    )
+    orders, lines = silver_orders(spark, settings, since, until)
+    rows = (
+        with_late_events(minute_metrics(orders, lines), late)
+        .withColumn("source", F.lit(BATCH))
+        .withColumn("event_date", F.to_date("window_start"))
+        .withColumn("updated_at", F.current_timestamp())
+        .select(*MINUTE_COLUMNS)
+    )
+    data = rows.toArrow().cast(arrow_schema(MINUTE_METRICS_SCHEMA))
+    predicate = (
+        f"event_date >= '{since.date()}' AND event_date <= '{until.date()}' AND "
+        f"window_start >= '{since.isoformat()}' AND window_start < '{until.isoformat()}'"
+    )
+    _overwrite(path, data, predicate, json.dumps({"job": "gold-batch", "table": "minute_metrics", "since": str(since)}))
+    figures = data.select(["window_start", "dimension", "dimension_value", *FIGURE_COLUMNS, "late_events"])
+    pg = sync_summaries(
+        settings.postgres.dsn, summary_rows(figures.to_pandas(), "minute", "window_start"), "minute", since, until
+    )
+    return {"gold/minute_metrics": data.num_rows, "pg/analytics_summaries": pg}
+
+
+def _overwrite(path: str, data: pa.Table, predicate: str, tag: str, attempts: int = 5) -> None:
+    """Replace the rows matching ``predicate`` by ``data`` (delta-rs), retried when the stream's merge won."""
+    from deltalake import CommitProperties, write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(attempts):
+        try:
+            write_deltalake(
+                path,
+                data,
+                mode="overwrite",
+                predicate=predicate,
+                commit_properties=CommitProperties(custom_metadata={"userMetadata": tag}),
+            )
+            return
+        except CommitFailedError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Live metrics stream: silver -> per-minute gold metrics + PostgreSQL.")
+    parser.add_argument("--once", action="store_true", help="process what is available, then stop")
+    parser.add_argument("--profile", help="settings profile (default: $ECOM_PROFILE or local)")
+    args = parser.parse_args(argv)
+    from ecom.spark import get_spark
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings(args.profile)
+    start(get_spark(settings, QUERY_NAME), settings, once=args.once).awaitTermination()
+
+
+if __name__ == "__main__":
+    main()
