@@ -66,6 +66,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     from ecom.spark import get_spark
     from pipelines.bronze import job as bronze
+    from pipelines.gold import live
     from pipelines.silver import job as silver
 
     settings = _settings(args)
@@ -78,6 +79,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         "all": ("Kafka -> bronze + silver + PostgreSQL", lambda **k: silver.start(spark, settings, mode="ingest", **k)),
         "bronze": ("Kafka -> bronze", lambda **k: bronze.start(spark, settings, **k)),
         "silver": ("bronze -> silver + PostgreSQL", lambda **k: silver.start(spark, settings, mode="silver", **k)),
+        "gold": ("silver -> live minute metrics (gold) + PostgreSQL", lambda **k: live.start(spark, settings, **k)),
     }
     what, start = layers[args.layer]
     if args.once:
@@ -172,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         "layer",
         nargs="?",
         default="all",
-        choices=["all", "bronze", "silver"],
+        choices=["all", "bronze", "silver", "gold"],
         help="all (default): one query Kafka -> bronze + silver + PostgreSQL; bronze: Kafka -> bronze only; "
-        "silver: rebuild silver from bronze",
+        "silver: rebuild silver from bronze; gold: live per-minute metrics from silver (docs/gold.md)",
     )
     stream.add_argument("--once", action="store_true", help="process what is available, then stop")
 
