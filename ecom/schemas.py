@@ -20,6 +20,23 @@ CURRENCIES = ("USD", "EUR", "GBP", "CAD", "AUD", "JPY", "BRL", "INR")
 PAYMENT_METHODS = ("card", "paypal", "apple_pay", "gift_card", "bank_transfer")
 CHANNELS = ("web", "mobile_app")
 
+# Bounds of the event contract. Every value inside them can be stored by every sink (PostgreSQL text, its
+# btree indexes and NUMERIC columns, Delta through Arrow, Python datetimes, the alert JSON); the silver
+# quality rules (pipelines/silver/transforms.QUALITY_RULES) quarantine a record outside them, with the
+# rule's name as the reason. docs/architecture.md "Quality rules and limits" has the whole list.
+MAX_PAYLOAD_BYTES = 16_384  # one event's JSON in UTF-8; bronze keeps a bigger Kafka value cut to this, noted
+MAX_KEY_BYTES = 256  # the Kafka key bronze keeps (cut like the payload)
+MAX_ID_CHARS = 64  # event_id, transaction_id, customer_id, device_id, items[].product_id, items[].category
+MAX_EMAIL_CHARS = 254  # customer_email (the SMTP path limit)
+MAX_ITEMS = 100  # lines of one order
+MAX_QUANTITY = 100_000  # per line; at least 1
+# amount and items[].unit_price: DECIMAL(12,2) and > 0 (a larger number does not parse and fails its rule).
+MIN_EVENT_TIME = "2000-01-01 00:00:00"  # UTC; event_time lies in [MIN_EVENT_TIME, now + 1 day]
+COUNTRY_PATTERN = "^[A-Z]{2}$"  # ip_country, shipping_country when present (ISO-3166 alpha-2)
+# Text holds no control character (Unicode Cc: U+0000-U+001F, U+007F-U+009F): PostgreSQL text cannot store
+# U+0000, and the others in an id are corruption, not data. Text is otherwise stored as received (no Unicode
+# normalisation: two spellings of an id are two ids).
+
 ITEM_SCHEMA = T.StructType(
     [
         T.StructField("product_id", T.StringType()),
