@@ -3,14 +3,21 @@
 Modes: live at a target rate (until Ctrl-C), a fixed count, a duration, and
 backfill (N days of history with past event times, as fast as possible, in
 parallel worker processes). ``--seed`` makes a run reproducible event for event.
+
+Every run records the shop it leaves behind (``simulator.shop``), one record
+per orders topic under ``simulator.state_dir``. A live run continues the
+recorded shop of its topic by default (same seed, same customers and their
+history, new customers with new ids); ``--fresh`` starts another shop.
 """
 
 from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ecom.settings import Settings
+from simulator import shop
 from simulator.generator import TransactionSimulator
 from simulator.producer import TransactionProducer
 from simulator.runner import RunResult, run_live, run_parallel
@@ -50,6 +57,11 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=_positive(int), help="backfill: producer processes (default: simulator.workers)"
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="live: start another shop instead of continuing the one recorded for this topic",
+    )
     parser.add_argument("--topic", help="orders topic (default: kafka.topics.transactions)")
     parser.add_argument("--labels-topic", help="fraud labels topic (default: kafka.topics.labels)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -64,11 +76,26 @@ def _report(result: RunResult) -> int:
     return 1 if result.failed else 0
 
 
+def shop_path(settings: Settings, topic: str | None) -> Path:
+    """Where the shop generated into ``topic`` is recorded."""
+    state_dir = settings.simulator.state_dir or str(Path(settings.data_dir) / "simulator")
+    return shop.shop_path(state_dir, topic or settings.kafka.transactions_topic)
+
+
+def _record(path: Path, result: RunResult, state: shop.ShopState | None) -> None:
+    if state is None:
+        print(f"the shop was not recorded (a worker did not report); a live run will not continue it ({path})")
+        return
+    shop.save(path, state)
+    print(f"shop recorded in {path}: seed {state.seed}, {state.customers:,} customers with orders")
+
+
 def run_generate(settings: Settings, args: argparse.Namespace) -> int:
     topic = getattr(args, "topic", None)
     labels_topic = getattr(args, "labels_topic", None)
     backfill_days = getattr(args, "backfill_days", None)
     progress = not args.no_progress
+    path = shop_path(settings, topic)
     if backfill_days is not None:
         if args.duration is not None or args.rate is not None:
             print("ecom generate: --backfill-days runs as fast as possible; --rate/--duration do not apply")
@@ -85,9 +112,25 @@ def run_generate(settings: Settings, args: argparse.Namespace) -> int:
             labels_topic=labels_topic,
             progress=progress,
         )
+        _record(path, result, result.shop)
         return _report(result)
     rate = args.rate or settings.simulator.rate_per_s
-    sim = TransactionSimulator(settings.simulator, seed=args.seed)
-    producer = TransactionProducer(settings, topic=topic, labels_topic=labels_topic)
-    result = run_live(settings, producer, sim, rate, count=args.count, duration=args.duration, progress=progress)
+    try:
+        with shop.hold(path):
+            record = None if getattr(args, "fresh", False) else shop.load(path)
+            recorded = shop.to_continue(record, seed=args.seed, products=settings.simulator.products, where=path)
+            if recorded is not None:
+                print(
+                    f"continuing the shop recorded in {path}: seed {recorded.seed}, "
+                    f"{recorded.customers:,} customers with orders, last order {recorded.until:%Y-%m-%d %H:%M} UTC"
+                )
+            sim = TransactionSimulator(settings.simulator, seed=args.seed, shop=recorded)
+            producer = TransactionProducer(settings, topic=topic, labels_topic=labels_topic)
+            result = run_live(
+                settings, producer, sim, rate, count=args.count, duration=args.duration, progress=progress
+            )
+            _record(path, result, sim.state())
+    except shop.ShopError as exc:
+        print(f"ecom generate: {exc}")
+        return 2
     return _report(result)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from simulator.customers import COUNTRY_CODES, RISKY_COUNTRIES, TRAVEL_COUNTRIES, Customer, new_device_id
 
 PATTERNS = ("account_takeover", "card_testing", "amount_spike", "geo_mismatch")
 HARD_NEGATIVES = {"big_purchase": 0.3, "travel": 0.3, "new_device": 0.25, "gift_abroad": 0.15}
 CARD_TEST_BURST = (3, 9)  # orders per card-testing burst (inclusive)
+CARD_TEST_SPACING_S = (5.0, 60.0)  # seconds between a burst's orders, at least (uniform)
 FRAUD_PAYMENT = (("card", 0.7), ("gift_card", 0.2), ("paypal", 0.1))
 
 
@@ -115,8 +117,8 @@ def card_testing_burst(rng: random.Random, customer: Customer) -> dict:
     }
 
 
-def card_testing(rng: random.Random, draft: Draft, burst: dict, catalogue) -> None:
-    """Small single-line orders in quick succession from one new device."""
+def card_testing(rng: random.Random, draft: Draft, burst: dict, catalogue, when: datetime) -> None:
+    """Small single-line orders in quick succession (seconds to a minute apart) from one new device."""
     draft.customer = burst["customer"]
     draft.device_id = burst["device_id"]
     draft.ip_country = burst["ip_country"]
@@ -125,6 +127,7 @@ def card_testing(rng: random.Random, draft: Draft, burst: dict, catalogue) -> No
     draft.channel = burst["channel"]
     draft.lines = [catalogue.cheap_line(rng)]
     burst["left"] -= 1
+    burst["next_at"] = when + timedelta(seconds=rng.uniform(*CARD_TEST_SPACING_S))
 
 
 def amount_spike(rng: random.Random, draft: Draft, catalogue) -> None:

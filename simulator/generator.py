@@ -22,6 +22,7 @@ from simulator import fraud
 from simulator.catalogue import CATEGORIES, Catalogue
 from simulator.customers import PAYMENT_WEIGHTS, Customer, CustomerBase
 from simulator.fraud import Draft, FraudInjector
+from simulator.shop import ShopState
 from simulator.timeline import NIGHT_HOURS, curve_times
 
 __all__ = ["CATEGORIES", "Generated", "TransactionSimulator", "format_event_time"]
@@ -65,6 +66,8 @@ class TransactionSimulator:
     processes (customer i belongs to shard i % shards), so each shard keeps
     consistent per-customer histories. ``expected_orders`` spreads the
     acquisition of first-time customers over a run of that many orders.
+    ``shop`` continues a recorded shop (``state()`` of earlier runs): the same
+    seed, the same customers with their history, new customers with new ids.
     """
 
     def __init__(
@@ -75,35 +78,54 @@ class TransactionSimulator:
         shard: int = 0,
         shards: int = 1,
         expected_orders: int | None = None,
+        shop: ShopState | None = None,
     ):
         self.settings = settings
         base_seed = seed if seed is not None else settings.seed
+        if shop is not None:
+            if seed is not None and seed != shop.seed:
+                raise ValueError(f"the recorded shop has seed {shop.seed}, not {seed}")
+            if shards != 1:
+                raise ValueError("a recorded shop continues in one process")
+            base_seed = shop.seed
         if base_seed is None:
             base_seed = random.SystemRandom().getrandbits(63)
         self.seed = base_seed
         # The catalogue is the same in every shard; customers and choices differ per shard.
         self.catalogue = Catalogue(settings.products, seed=base_seed)
-        self.rng = random.Random(f"{base_seed}/{shard}/{shards}")
-        self._time_rng = random.Random(f"{base_seed}/{shard}/{shards}/times")
-        self.customers = CustomerBase(settings.customers, self.rng, shard=shard, shards=shards)
+        run = f"live{shop.live_runs}/" if shop is not None else ""
+        self.rng = random.Random(f"{base_seed}/{run}{shard}/{shards}")
+        self._time_rng = random.Random(f"{base_seed}/{run}{shard}/{shards}/times")
+        self.customers = CustomerBase(base_seed, settings.customers, self.rng, shard=shard, shards=shards)
+        if shop is not None:
+            self.customers.restore(shop.history, shop.next_index)
+        self.shop = shop
         self.fraud = FraudInjector(self.rng, settings.fraud_rate, settings.fraud_patterns)
         self.hard_negative_rate = settings.hard_negative_rate
         self.new_share = settings.new_customer_share
-        if expected_orders:
-            self.new_share = max(self.new_share, min(0.9, 0.9 * len(self.customers.pool) / expected_orders))
+        if expected_orders:  # first orders spread so that the population lasts the whole run
+            self.new_share = min(0.9, 0.9 * settings.customers / shards / expected_orders)
         self._label_delay = timedelta(seconds=settings.label_delay_s)
+        self.last_event_time: datetime | None = shop.until if shop is not None else None
 
     # -- choosing who orders -------------------------------------------------------------
-    def _customer(self, when: datetime, night: bool) -> Customer:
+    def _customer(self, when: datetime, night: bool, rate_per_s: float | None) -> Customer:
         customers = self.customers
-        if customers.has_new and (self.rng.random() < self.new_share or not customers.returning):
+        rng = self.rng
+        if rate_per_s is not None:
+            # Live: customers come back at their own pace (one order per persona gap on average), whatever the
+            # shop's rate; first-time customers (new ids) make up the rest, and at least ``new_share``.
+            back = min(1.0 - self.new_share, customers.returning_rate_per_s / rate_per_s)
+            customer = customers.returning_customer(night) if rng.random() < back else None
+            return customer or customers.first_timer(when)
+        # Backfill: the window's orders are shared by a population of ``settings.customers``.
+        if customers.has_new and (rng.random() < self.new_share or not customers.has_returning):
             return customers.first_timer(when)
         customer = customers.returning_customer(night)
         if customer is None:
             if customers.has_new:
                 return customers.first_timer(when)
-            customer = customers.win_back() or customers.any_seen()
-        assert customer is not None, "a customer base with at least one customer"
+            customer = customers.win_back() or customers.any_seen() or customers.first_timer(when)
         return customer
 
     def _normal_draft(self, customer: Customer) -> Draft:
@@ -128,19 +150,19 @@ class TransactionSimulator:
             else ("web" if customer.channel == "mobile_app" else "mobile_app"),
         )
 
-    def _draft(self, when: datetime) -> Draft:
+    def _draft(self, when: datetime, rate_per_s: float | None) -> Draft:
         rng = self.rng
         injector = self.fraud
         night = when.hour in NIGHT_HOURS
-        if injector.pending and rng.random() < 0.5:
+        if injector.pending and injector.pending[0]["next_at"] <= when and rng.random() < 0.5:
             burst = injector.pending[0]
             draft = self._normal_draft(burst["customer"])
-            fraud.card_testing(rng, draft, burst, self.catalogue)
+            fraud.card_testing(rng, draft, burst, self.catalogue, when)
             if burst["left"] <= 0:
                 injector.pending.pop(0)
             draft.kind = draft.fraud_pattern = "card_testing"
             return draft
-        customer = self._customer(when, night)
+        customer = self._customer(when, night, rate_per_s)
         if injector.start_incident():
             pattern = injector.choose(night)
             victim = customer
@@ -149,7 +171,7 @@ class TransactionSimulator:
             draft = self._normal_draft(victim)
             if pattern == "card_testing":
                 burst = fraud.card_testing_burst(rng, victim)
-                fraud.card_testing(rng, draft, burst, self.catalogue)
+                fraud.card_testing(rng, draft, burst, self.catalogue, when)
                 if burst["left"] > 0:
                     injector.pending.append(burst)
             else:
@@ -170,9 +192,13 @@ class TransactionSimulator:
         h = f"{n:032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
-    def generate(self, event_time: datetime) -> Generated:
-        """One order at ``event_time`` (and its fraud label if it is injected fraud)."""
-        draft = self._draft(event_time)
+    def generate(self, event_time: datetime, rate_per_s: float | None = None) -> Generated:
+        """One order at ``event_time`` (and its fraud label if it is injected fraud).
+
+        ``rate_per_s`` is the live shop's order rate: with it, customers come back at their persona's pace and
+        first-time customers fill the rest; without it (backfill), orders are shared by the fixed population.
+        """
+        draft = self._draft(event_time, rate_per_s)
         customer = draft.customer
         prices = self.catalogue.prices[customer.currency]
         products = self.catalogue.products
@@ -209,6 +235,7 @@ class TransactionSimulator:
             "schema_version": SCHEMA_VERSION,
         }
         self.customers.record_order(customer, event_time)
+        self.last_event_time = event_time
         label = None
         if draft.fraud_pattern is not None:
             label = {
@@ -220,13 +247,25 @@ class TransactionSimulator:
             }
         return Generated(event=event, label=label, kind=draft.kind)
 
+    def state(self) -> ShopState:
+        """This simulator's shop as it is now, to be recorded and continued by a later live run."""
+        return ShopState(
+            seed=self.seed,
+            products=self.settings.products,
+            next_index=self.customers.next_index,
+            live_runs=self.shop.live_runs + 1 if self.shop is not None else 0,
+            until=self.last_event_time,
+            history=self.customers.snapshot(),
+        )
+
     # -- schedules -----------------------------------------------------------------------
     def events(self, count: int, start: datetime | None = None, rate_per_s: float | None = None) -> Iterator[Generated]:
         """``count`` orders with event times spaced at ``rate_per_s`` from ``start``."""
         start = start or datetime.now(UTC)
-        step = 1.0 / (rate_per_s or self.settings.rate_per_s)
+        rate = rate_per_s or self.settings.rate_per_s
+        step = 1.0 / rate
         for i in range(count):
-            yield self.generate(start + timedelta(seconds=step * i))
+            yield self.generate(start + timedelta(seconds=step * i), rate)
 
     def backfill(self, count: int, days: float | None = None, end: datetime | None = None) -> Iterator[Generated]:
         """``count`` orders over the ``days`` before ``end``, following the daily and weekly curve."""

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from ecom.settings import Settings
 from simulator.generator import TransactionSimulator
 from simulator.producer import DeliveryStats, TransactionProducer, encode, make_producer
+from simulator.shop import ShopState, merge
 
 PROGRESS_EVERY = 500
 
@@ -44,6 +45,7 @@ class RunResult:
     first_event_time: str | None = None
     last_event_time: str | None = None
     errors: list[str] = field(default_factory=list)
+    shop: ShopState | None = None  # the shop as the run left it (backfill: merged from every worker)
 
     @property
     def ack_seconds(self) -> float:
@@ -104,7 +106,7 @@ def run_live(
             if count is not None:
                 due = min(due, count - sent)
             for _ in range(due):
-                generated = sim.generate(datetime.now(UTC))
+                generated = sim.generate(datetime.now(UTC), rate)
                 producer.send(generated)
                 if on_event is not None:
                     on_event(generated.event)
@@ -179,6 +181,7 @@ def _worker(
         progress[shard] = report["sent"]
         report["cpu_s"] = time.process_time() - cpu_start
         report.update(
+            shop=sim.state(),
             delivered=stats.delivered,
             labels=stats.labels_delivered,
             failed=stats.failed,
@@ -300,4 +303,7 @@ def run_parallel(
     for shard in set(range(workers)) - reported:
         result.failed += shares[shard]
         result.errors.append(f"worker {shard} died without a report")
+    parts = sorted((o for o in outcomes if o.get("shop") is not None), key=lambda o: o["shard"])
+    if len(parts) == workers:
+        result.shop = merge([o["shop"] for o in parts])
     return result

@@ -79,7 +79,7 @@ def test_repeat_buyers_one_off_buyers_and_multi_line_baskets_exist(history):
 
 def test_personas_shape_frequency_and_spend(history):
     sim, events = history
-    by_id = {c.customer_id: c for c in sim.customers.pool}
+    by_id = {c.customer_id: c for c in sim.customers.known.values()}
     orders = Counter(g.event["customer_id"] for g in events)
     per_persona: dict[str, list[int]] = {}
     for cid, n in orders.items():
@@ -87,8 +87,8 @@ def test_personas_shape_frequency_and_spend(history):
     assert statistics.mean(per_persona["frequent"]) > 3 * statistics.mean(per_persona["occasional"])
     # one-off customers order once, unless an account takeover or card test hit them
     assert statistics.median(per_persona["one_off"]) == 1
-    big = [c.baseline_usd_cents for c in sim.customers.pool if c.persona.name == "big_spender"]
-    usual = [c.baseline_usd_cents for c in sim.customers.pool if c.persona.name == "occasional"]
+    big = [c.baseline_usd_cents for c in by_id.values() if c.persona.name == "big_spender"]
+    usual = [c.baseline_usd_cents for c in by_id.values() if c.persona.name == "occasional"]
     assert statistics.median(big) > 3 * statistics.median(usual)
 
 
