@@ -159,8 +159,8 @@ def test_rescore_replaces_scores_with_the_chosen_version(trained_setup, isolated
     """Orders streamed unscored are scored afterwards by `ecom rescore`, in silver and PostgreSQL; twice is a no-op."""
     from deltalake import DeltaTable
 
-    from ml.rescore import rescore
     from pipelines.silver import job as silver_job
+    from pipelines.silver.rescore import rescore
     from serving.db import connection
     from simulator.generator import TransactionSimulator
     from simulator.producer import TransactionProducer

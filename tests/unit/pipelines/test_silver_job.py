@@ -8,7 +8,8 @@ import pandas as pd
 import pyarrow as pa
 
 from ecom.schemas import SILVER_SCHEMA, arrow_schema
-from pipelines.silver.job import driver_frame, rows_of, sink_id, struct_rows
+from pipelines.silver.plan import driver_frame, struct_rows
+from pipelines.silver.sinks import rows_of, sink_id
 
 TS = dt.datetime(2026, 11, 25, 12, 0, 0)
 
