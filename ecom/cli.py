@@ -126,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from ml.rescore import run_rescore
+    from pipelines.silver.rescore import run_rescore
 
     return run_rescore(_settings(args), args)
 
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_rescore,
         "Score silver again for an event-time range with a chosen model version (after retraining).",
     )
-    from ml.rescore import add_rescore_arguments
+    from pipelines.silver.rescore import add_rescore_arguments
 
     add_rescore_arguments(rescore)
 
