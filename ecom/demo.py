@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -31,11 +32,11 @@ from ecom.settings import Settings
 
 def _watch_first_data(settings: Settings, started: float, live_from: datetime, done: threading.Event) -> None:
     """Print how long it took until the first live order (not backfill) was queryable by the dashboard."""
-    from serving.queries import overview_kpis
+    from serving.queries import latest_order_time
 
     while not done.is_set():
         try:
-            last = overview_kpis(settings.postgres.dsn)["last_event_time"]
+            last = latest_order_time(settings.postgres.dsn)
             if last is not None and not pd.isna(last) and last >= live_from:
                 print(
                     f"\nfirst live order on the dashboard {time.monotonic() - started:.1f}s after `ecom demo` started",
@@ -94,6 +95,19 @@ def bootstrap_gold(settings: Settings, env: dict[str, str]) -> None:
     _run_step("gold: the daily batch over the history", [sys.executable, "-m", "ecom.cli", "batch", "daily"], env)
 
 
+def demo_user() -> tuple[dict[str, str], str | None]:
+    """Sign-in for the demo's dashboard: none to add when users are configured; else a ``demo`` user with a
+    fresh random password, given to the dashboard process only as a hash (nothing is written anywhere)."""
+    from werkzeug.security import generate_password_hash
+
+    from dashboard.auth import USERS_ENV, USERS_FILE_ENV
+
+    if os.environ.get(USERS_ENV) or os.environ.get(USERS_FILE_ENV):
+        return {}, None
+    password = secrets.token_urlsafe(12)
+    return {USERS_ENV: f"demo:{generate_password_hash(password)}"}, password
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     started = time.monotonic()
     env = {"ECOM_PROFILE": settings.profile, "PYTHONUNBUFFERED": "1"}
@@ -103,7 +117,9 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     stream = ManagedProcess("stream", run_dir)
     dash_proc = ManagedProcess("dashboard", run_dir)
     every = str(settings.gold.schedule_s)
+    user_env, demo_password = demo_user()
     gold_batch = ManagedProcess("gold-batch", run_dir)
+    gold_stream = ManagedProcess("stream-gold", run_dir)
     ours: list[ManagedProcess] = []
     done = threading.Event()
     try:  # from the first step on: an interrupted first run stops what it started too
@@ -113,6 +129,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         bootstrap_gold(settings, env)
         for proc, cmd in (
             (stream, [sys.executable, "-m", "ecom.cli", "stream", "all"]),
+            (gold_stream, [sys.executable, "-m", "ecom.cli", "stream", "gold"]),
             (
                 gold_batch,
                 [sys.executable, "-m", "ecom.cli", "batch", "daily", "--every", every, "--first-after", every],
@@ -120,14 +137,17 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             (dash_proc, [sys.executable, "-m", "ecom.cli", "dashboard"]),
         ):
             if not proc.is_running():
-                proc.start(cmd, env=env)
+                proc.start(cmd, env={**env, **user_env} if proc is dash_proc else env)
                 ours.append(proc)
         d = settings.dashboard
         if not wait_until(lambda: port_open(d.host, d.port) or not dash_proc.is_running(), 60):
             raise ServiceError(f"the dashboard did not come up on {d.host}:{d.port}; see {dash_proc.log_file}")
         if not dash_proc.is_running():
             raise ServiceError(f"the dashboard exited: {dash_proc.log_tail(5)}")
-        print(f"\ndashboard: http://{d.host}:{d.port}/   (logs in {run_dir}; Ctrl-C stops the demo)\n", flush=True)
+        print(f"\ndashboard: http://{d.host}:{d.port}/   (logs in {run_dir}; Ctrl-C stops the demo)", flush=True)
+        if demo_password and dash_proc in ours:
+            print(f"sign in as demo / {demo_password}   (a new password each demo)", flush=True)
+        print(flush=True)
         live_from = datetime.now(UTC)
         threading.Thread(target=_watch_first_data, args=(settings, started, live_from, done), daemon=True).start()
 
