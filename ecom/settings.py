@@ -130,6 +130,9 @@ class SparkSettings(_Section):
 class StreamSettings(_Section):
     trigger_interval: str
     max_offsets_per_trigger: int
+    # bytes of Kafka records one micro-batch may bring to the driver; with the contract's per-record bound it
+    # caps the records per batch below max_offsets_per_trigger (pipelines.bronze.job.records_per_trigger)
+    max_batch_bytes: int = 1_073_741_824
     starting_offsets: str
     profiles_snapshot_s: float  # how often the stream's customer profiles are written to silver/customer_profiles
 
