@@ -37,7 +37,7 @@ from pyspark.sql.types import StructType
 
 from ecom.schemas import RFM_SCHEMA
 
-ORDER_COLUMNS = ("customer_id", "event_time", "revenue")
+REQUIRED_ORDER_COLUMNS = ("customer_id", "event_time", "revenue")
 # Sums of money are exact in millionths of a unit (a long holds 9.2e12 units):
 # far finer than any price, and integer addition is order independent.
 MICROS_PER_UNIT = 1_000_000
@@ -87,7 +87,7 @@ def checked_orders(orders: DataFrame) -> DataFrame:
             F.when(F.col(name).isNull(), F.raise_error(F.lit(f"gold orders: null {name}")))
             .otherwise(F.col(name))
             .alias(name)
-            for name in ORDER_COLUMNS
+            for name in REQUIRED_ORDER_COLUMNS
         )
     )
 
