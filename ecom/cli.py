@@ -102,12 +102,17 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from dashboard.app import create_app
+    from dashboard.auth import AuthConfigError
+    from dashboard.server import serve
 
     settings = _settings(args)
-    app = create_app(settings)
-    print(f"dashboard on http://{settings.dashboard.host}:{settings.dashboard.port}/", flush=True)
-    app.run(host=settings.dashboard.host, port=settings.dashboard.port, debug=False)
+    server = "Flask development server" if args.dev else f"gunicorn, {settings.dashboard.workers} workers"
+    print(f"dashboard on http://{settings.dashboard.host}:{settings.dashboard.port}/ ({server})", flush=True)
+    try:
+        serve(settings, dev=args.dev)
+    except AuthConfigError as exc:
+        print(f"ecom dashboard: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -217,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_arguments(batch)
 
-    add("dashboard", cmd_dashboard, "Serve the Plotly Dash dashboard (reads PostgreSQL).")
+    dash = add("dashboard", cmd_dashboard, "Serve the Plotly Dash dashboard (reads PostgreSQL, sign-in required).")
+    dash.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
 
     demo = add("demo", cmd_demo, "Start everything, stream live orders and serve the dashboard until Ctrl-C.")
     demo.add_argument("--rate", type=float, help="orders per second (default: simulator.rate_per_s)")
