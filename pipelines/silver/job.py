@@ -48,10 +48,13 @@ import argparse
 import datetime as dt
 import logging
 import time
+from collections.abc import Mapping
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import StringType, StructField, StructType
 
 from ecom import __version__
 from ecom.lake import prepare_lake
@@ -62,7 +65,7 @@ from ml.scoring import ChampionTracker
 from pipelines.bronze.job import read_kafka, with_bronze_columns
 from pipelines.silver import plan as p
 from pipelines.silver import transforms as t
-from pipelines.silver.sinks import Sinks, sink_id
+from pipelines.silver.sinks import SinkRefused, Sinks, sink_id
 from pipelines.silver.state import CustomerState
 
 QUERY_NAMES = {"ingest": "ingest_transactions", "silver": "silver_transactions"}
@@ -146,29 +149,39 @@ class SilverBatch:
         try:
             if p.ROUTED not in batch_df.columns:  # called on raw records (tests, tools), not by the stream
                 batch_df = self.prepare(batch_df)
-            rows = p.batch_rows(batch_df.toArrow())  # the batch's one Spark job: parsed, checked, routed
+            routed = batch_df.toArrow()  # the batch's one Spark job: parsed, checked, routed
             timer.mark("parse")
+            # Records a sink refused in an earlier attempt go the same way again (they are committed with the batch).
+            refused = serving.refusals(stream, batch_id) if attempt.retry else {}
+            rows = p.batch_rows(routed, self._refused_rows(batch_df.sparkSession, routed, refused))
             if p.looks_up_silver(attempt, self.write_bronze):
                 stored = lake.stored(batch_df.sparkSession, rows)
             else:
                 stored = serving.stored(rows)
             timer.mark("classify")
-            plan = p.plan_batch(
-                rows,
-                stored,
-                attempt,
-                self.state.profiles,
-                model,
-                alert_threshold=self.settings.fraud.alert_threshold,
-                write_bronze=self.write_bronze,
-                pipeline_version=__version__,
-                now=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-            )
-            timer.mark("features")
-            if plan.writes_postgres:
-                serving.commit(stream, batch_id, plan)
-                timer.mark("postgres")
-            lake.write(stream, batch_id, plan)
+            while True:
+                plan = p.plan_batch(
+                    rows,
+                    stored,
+                    attempt,
+                    self.state.profiles,
+                    model,
+                    alert_threshold=self.settings.fraud.alert_threshold,
+                    write_bronze=self.write_bronze,
+                    pipeline_version=__version__,
+                    now=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                )
+                timer.mark("features")
+                try:
+                    silver = lake.encode(plan)
+                    if plan.writes_postgres:
+                        serving.commit(stream, batch_id, plan, refused)
+                        timer.mark("postgres")
+                    break
+                except SinkRefused as refusal:  # the last line: those records to quarantine, the batch again
+                    refused = self._with_refused(batch_id, plan, refused, refusal)
+                    rows = p.batch_rows(routed, self._refused_rows(batch_df.sparkSession, routed, refused))
+            lake.write(stream, batch_id, plan, silver)
             timer.mark("lake")
             self.state.apply(plan.profiles, plan.silver)
             if self.state.snapshot_due(self.settings.stream.profiles_snapshot_s):
@@ -179,6 +192,43 @@ class SilverBatch:
         finally:
             self.last_timings = timer.steps
             log.info("batch %d%s: %s ms", batch_id, " (retry)" if attempt.retry else "", timer.summary())
+
+    @staticmethod
+    def _with_refused(
+        batch_id: int, plan: p.BatchPlan, refused: Mapping[p.Record, str], refusal: SinkRefused
+    ) -> dict[p.Record, str]:
+        """``refused`` plus the records a sink just refused; each round quarantines at least one more record,
+        so a batch is never retried forever."""
+        again = set(refusal.records) & set(refused)
+        if again or not refusal.records:
+            raise RuntimeError(f"batch {batch_id}: a sink refuses records already quarantined: {sorted(again)}")
+        stored = set(refusal.records) - set(p.records_of(plan.silver))
+        if stored:  # rows silver holds already (a retry's or the rebuild's): they cannot move to quarantine
+            raise RuntimeError(f"batch {batch_id}: a sink refuses records silver holds already: {sorted(stored)}")
+        log.warning(
+            "batch %d: %d records refused by a sink go to quarantine (%s)",
+            batch_id,
+            len(refusal.records),
+            next(iter(refusal.records.values())),
+        )
+        return {**refused, **refusal.records}
+
+    def _refused_rows(self, spark: SparkSession, routed: pa.Table, refused: Mapping[p.Record, str]) -> pa.Table | None:
+        """The quarantine rows of the ``refused`` records, with their reasons: made by the same routing as the
+        rules' rejects (so the payload is stored as quarantine stores it), in a small Spark job of its own."""
+        if not refused:
+            return None
+        records = routed.select(BRONZE_SCHEMA.fieldNames()).to_pandas()
+        records = records[p.record_keys(records).isin(list(refused))]
+        records["refused_reason"] = [refused[r] for r in p.records_of(records)]
+        schema = StructType([*BRONZE_SCHEMA.fields, StructField("refused_reason", StringType(), False)])
+        checked = (
+            spark.createDataFrame(records, schema)
+            .transform(t.with_parsed_event)
+            .withColumn("failed_rules", F.array(F.col("refused_reason")))
+        )
+        quarantine = [F.col(f"quarantine.{c}").alias(c) for c in QUARANTINE_SCHEMA.fieldNames()]
+        return t.with_routed_records(checked, self.key, __version__).select(*quarantine).toArrow()
 
 
 def start(spark: SparkSession, settings: Settings, once: bool = False, mode: str = "ingest") -> StreamingQuery:

@@ -39,6 +39,8 @@ from pipelines.silver import transforms as t
 ROUTED = "quarantine__pipeline_version"  # the last column ``SilverBatch.prepare`` adds
 SILVER_COLUMNS = SILVER_SCHEMA.fieldNames()
 
+RECORD = ("kafka_topic", "kafka_partition", "kafka_offset")  # the coordinates that name a Kafka record
+Record = tuple[str, int, int]
 Model = tuple[FraudScorer, str]  # (scorer, registry version), as ``ml.scoring.ChampionTracker.refresh`` gives it
 
 
@@ -74,11 +76,12 @@ def looks_up_silver(attempt: Attempt, write_bronze: bool) -> bool:
 
 @dataclass(frozen=True)
 class BatchRows:
-    """A batch's routed rows, split: the valid records' silver rows, ranked within the batch."""
+    """A batch's routed rows, split: the valid records' silver rows, ranked within the batch, and quarantine."""
 
     routed: pa.Table
     firsts: pd.DataFrame  # the earliest record of each event in the batch
     repeats: pd.DataFrame  # later records of an event in the batch
+    quarantine: pa.Table  # QUARANTINE_SCHEMA rows: the records the rules rejected and those a sink refused
 
     @property
     def event_ids(self) -> list[str]:
@@ -89,11 +92,27 @@ class BatchRows:
         return sorted(set(self.firsts["event_date"]))
 
 
-def batch_rows(routed: pa.Table) -> BatchRows:
-    """Routed Arrow rows -> ``BatchRows``."""
-    ranked = t.with_event_rank(driver_frame(struct_rows(routed, "silver")))
+def batch_rows(routed: pa.Table, refused: pa.Table | None = None) -> BatchRows:
+    """Routed Arrow rows -> ``BatchRows``. ``refused``: the quarantine rows of records a sink refused (the
+    last line behind the rules): they go to quarantine instead of silver."""
+    valid = driver_frame(struct_rows(routed, "silver"))
+    quarantine = struct_rows(routed, "quarantine")
+    if refused is not None and refused.num_rows:
+        valid = valid[~record_keys(valid).isin(record_keys(refused.select(RECORD).to_pandas()))]
+        quarantine = pa.concat_tables([quarantine, refused.select(quarantine.column_names).cast(quarantine.schema)])
+    ranked = t.with_event_rank(valid)
     firsts = ranked[ranked["event_rank"] == 1].drop(columns="event_rank")
-    return BatchRows(routed, firsts, ranked[ranked["event_rank"] > 1])
+    return BatchRows(routed, firsts, ranked[ranked["event_rank"] > 1], quarantine)
+
+
+def records_of(rows: pd.DataFrame) -> list[Record]:
+    """The Kafka coordinates (``RECORD``) of each row: what names a record."""
+    columns = [rows[c].tolist() for c in RECORD]
+    return [(str(t), int(p), int(o)) for t, p, o in zip(*columns, strict=True)]
+
+
+def record_keys(rows: pd.DataFrame) -> pd.MultiIndex:
+    return pd.MultiIndex.from_tuples(records_of(rows), names=RECORD)
 
 
 @dataclass(frozen=True)
@@ -141,7 +160,7 @@ def plan_batch(
     repeats = pd.concat([rows.repeats, firsts[firsts["status"] == "duplicate"]], ignore_index=True)
     return BatchPlan(
         bronze=rows.routed.select(BRONZE_SCHEMA.fieldNames()) if write_bronze else None,
-        quarantine=struct_rows(rows.routed, "quarantine"),
+        quarantine=rows.quarantine,
         silver=new_rows,
         duplicates=t.duplicates_frame(repeats, pipeline_version, now),
         served=served,

@@ -19,18 +19,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pandas as pd
+import psycopg2
 import pyarrow as pa
 from deltalake import CommitProperties, write_deltalake
 
 from ecom.schemas import ALERT_SCHEMA, DUPLICATES_SCHEMA, SILVER_SCHEMA, arrow_schema
 from ecom.settings import LakeSettings, Settings
 from ml import features
-from pipelines.silver.plan import SILVER_COLUMNS, BatchPlan, BatchRows
+from pipelines.silver.plan import SILVER_COLUMNS, BatchPlan, BatchRows, Record, records_of
 from serving import db
 
 TX_COLUMNS = (
@@ -47,8 +48,32 @@ CUSTOMER_COLUMNS = (
     "avg_amount", "updated_at",
 )  # fmt: skip
 RESCORE_COLUMNS = ("event_id", "fraud_score", "is_fraud", "model_version")
+PROGRESS_COLUMNS = ("sink", "batch_id", "progress")
+# SQLSTATE classes of errors about the rows, not the server: data exception (a value PostgreSQL cannot store),
+# integrity constraint violation (NOT NULL, CHECK), program limit exceeded (e.g. an index row too big).
+REFUSAL_CLASSES = ("22", "23", "54")
+REASON_CHARS = 160  # a refusal reason keeps this much of the sink's message
 
 log = logging.getLogger(__name__)
+
+
+class SinkRefused(Exception):
+    """A sink cannot store some records of a batch (and wrote none of it): Kafka coordinates -> reason."""
+
+    def __init__(self, records: dict[Record, str]):
+        super().__init__(f"{len(records)} records refused: {next(iter(records.values()), '')}")
+        self.records = records
+
+
+def refusal_reason(sink: str, message: str) -> str:
+    """A quarantine reason naming the sink: ``sink_refused:<sink>:<first words of its message>``."""
+    return f"sink_refused:{sink}:{' '.join(message.split())[:REASON_CHARS]}"
+
+
+def refused_by_postgres(exc: BaseException) -> bool:
+    """True for a PostgreSQL error about the rows written (``REFUSAL_CLASSES``), not the server or connection."""
+    code = getattr(exc, "pgcode", None)
+    return isinstance(exc, psycopg2.Error) and code is not None and code[:2] in REFUSAL_CLASSES
 
 
 def sink_id(checkpoint: str) -> str:
@@ -146,11 +171,30 @@ class LakeSink:
             F.col("event_date").isin(rows.event_dates) & F.col("event_id").isin(rows.event_ids)
         ).toPandas()
 
-    def write(self, stream: str, batch_id: int, plan: BatchPlan) -> None:
-        """Append the plan's lake rows; on a retry, only to tables whose commits do not carry the batch's tag."""
+    def encode(self, plan: BatchPlan) -> pa.Table:
+        """The plan's silver rows in the table's Arrow schema, before anything is written anywhere.
+
+        Raises ``SinkRefused`` naming the records whose rows the schema cannot hold (found row by row).
+        """
+        try:
+            return _arrow(plan.silver, SILVER_SCHEMA)()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+        refused = {}
+        for i in range(len(plan.silver)):
+            row = plan.silver.iloc[[i]]
+            try:
+                _arrow(row, SILVER_SCHEMA)()
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+                refused[records_of(row)[0]] = refusal_reason(self.name, str(exc))
+        raise SinkRefused(refused)
+
+    def write(self, stream: str, batch_id: int, plan: BatchPlan, silver: pa.Table) -> None:
+        """Append the plan's lake rows (``silver`` as ``encode`` gave it); on a retry, only to tables whose
+        commits do not carry the batch's tag."""
         jobs = [
             (lambda: plan.quarantine, "silver", "quarantine"),
-            (_arrow(plan.silver, SILVER_SCHEMA), "silver", "transactions"),
+            (lambda: silver, "silver", "transactions"),
             (_arrow(plan.duplicates, DUPLICATES_SCHEMA), "silver", "duplicates"),
             (_arrow(plan.alerts, ALERT_SCHEMA), "silver", "fraud_alerts"),
         ]
@@ -222,24 +266,99 @@ class ServingSink:
             )
             return pd.DataFrame(cur.fetchall(), columns=columns)
 
-    def commit(self, stream: str, batch_id: int, plan: BatchPlan) -> None:
-        """The plan's transactions, customers and alerts, and the batch marked committed, in one transaction."""
-        db.commit_batch_writes(
-            self.connection(),
-            self.bookkeeping(stream),
-            batch_id,
-            [
-                db.TableWrite("transactions", TX_COLUMNS, ("event_id",), rows_of(plan.served, TX_COLUMNS)),
-                db.TableWrite(
-                    "customers",
-                    CUSTOMER_COLUMNS,
-                    ("customer_id",),
-                    customer_rows(plan.customers),
-                    update=CUSTOMER_COLUMNS[1:],
-                ),
-                db.TableWrite("fraud_alerts", ALERT_COLUMNS, ("event_id",), rows_of(plan.alerts, ALERT_COLUMNS)),
-            ],
-        )
+    @staticmethod
+    def refusals_sink(stream: str) -> str:
+        return f"{stream}-refused"
+
+    def commit(self, stream: str, batch_id: int, plan: BatchPlan, refused: Mapping[Record, str]) -> None:
+        """The plan's transactions, customers and alerts, the batch's ``refused`` records (``stream_progress``,
+        so a replay routes them the same way) and the batch marked committed, in one transaction.
+
+        When PostgreSQL refuses rows (``refused_by_postgres``) nothing is committed and ``SinkRefused`` names
+        the records behind them, found by bisection in a transaction that is rolled back.
+        """
+        writes = [
+            db.TableWrite("transactions", TX_COLUMNS, ("event_id",), rows_of(plan.served, TX_COLUMNS)),
+            db.TableWrite(
+                "customers",
+                CUSTOMER_COLUMNS,
+                ("customer_id",),
+                customer_rows(plan.customers),
+                update=CUSTOMER_COLUMNS[1:],
+            ),  # fmt: skip
+            db.TableWrite("fraud_alerts", ALERT_COLUMNS, ("event_id",), rows_of(plan.alerts, ALERT_COLUMNS)),
+        ]
+        if refused:
+            progress = json.dumps({"refused": [[*record, reason] for record, reason in sorted(refused.items())]})
+            row = (self.refusals_sink(stream), batch_id, progress)
+            writes.append(db.TableWrite("stream_progress", PROGRESS_COLUMNS, ("sink", "batch_id"), [row]))
+        try:
+            db.commit_batch_writes(self.connection(), self.bookkeeping(stream), batch_id, writes)
+        except psycopg2.Error as exc:
+            if not refused_by_postgres(exc):
+                raise
+            found = self._refused_rows(writes[:3])
+            if not found:
+                raise  # not a matter of some rows: the batch fails as before
+            raise SinkRefused(self._records(plan, found)) from exc
+
+    def refusals(self, stream: str, batch_id: int) -> dict[Record, str]:
+        """The records an earlier attempt of the batch found refused (committed with its rows)."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT progress FROM stream_progress WHERE sink = %s AND batch_id = %s",
+                (self.refusals_sink(stream), batch_id),
+            )
+            row = cur.fetchone()
+        return {(t, int(p), int(o)): reason for t, p, o, reason in (row[0]["refused"] if row else [])}
+
+    def _refused_rows(self, writes: Sequence[db.TableWrite]) -> dict[tuple[str, int], str]:
+        """(table, row index) -> PostgreSQL's message, for each row refused on its own; by bisection under
+        savepoints, in a transaction rolled back at the end."""
+        found: dict[tuple[str, int], str] = {}
+        conn = self.connection()
+        try:
+            with conn.cursor() as cur:
+                for write in writes:
+                    self._bisect(cur, write, list(range(len(write.rows))), found)
+        finally:
+            conn.rollback()
+        return found
+
+    def _bisect(self, cur, write: db.TableWrite, indexes: list[int], found: dict) -> None:
+        if not indexes:
+            return
+        cur.execute("SAVEPOINT refusal_probe")
+        try:
+            rows = [write.rows[i] for i in indexes]
+            db.upsert_rows(cur, write.table, write.columns, write.key, rows, write.update, write.accumulate)
+        except psycopg2.Error as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT refusal_probe")
+            if not refused_by_postgres(exc):
+                raise
+            if len(indexes) == 1:
+                found[(write.table, indexes[0])] = f"{write.table}: {exc.diag.message_primary or exc}"
+                return
+            half = len(indexes) // 2
+            self._bisect(cur, write, indexes[:half], found)
+            self._bisect(cur, write, indexes[half:], found)
+        else:
+            cur.execute("ROLLBACK TO SAVEPOINT refusal_probe")
+
+    def _records(self, plan: BatchPlan, found: Mapping[tuple[str, int], str]) -> dict[Record, str]:
+        """The records behind refused rows: a transaction's own; an alert's event; a customer's orders."""
+        served = plan.served.reset_index(drop=True)
+        records: dict[Record, str] = {}
+        for (table, i), message in sorted(found.items()):
+            if table == "transactions":
+                behind = served.iloc[[i]]
+            elif table == "fraud_alerts":
+                behind = served[served["event_id"] == plan.alerts["event_id"].iloc[i]]
+            else:
+                behind = served[served["customer_id"] == plan.customers[i].customer_id]
+            for record in records_of(behind):
+                records.setdefault(record, refusal_reason(self.name, message))
+        return records
 
     def rescore(self, score_rows: Sequence[tuple], alert_rows: Sequence[tuple]) -> None:
         """``ecom rescore``: new scores (RESCORE_COLUMNS) onto ``transactions`` and alerts upserted, in one

@@ -153,3 +153,30 @@ def test_what_an_attempt_writes(postgres, published, skip, retry, writes_postgre
     assert (attempt.skip, attempt.retry, attempt.writes_postgres) == (skip, retry, writes_postgres)
     assert p.looks_up_silver(attempt, write_bronze=True) == retry
     assert p.looks_up_silver(attempt, write_bronze=False)  # the rebuild from bronze: PostgreSQL holds everything
+
+
+def refused(offset: int, reason: str) -> pa.Table:
+    """The quarantine row of a valid record a sink refused (as ``SilverBatch`` builds it)."""
+    row = {k.removeprefix("quarantine__"): v for k, v in bad(offset, f'{{"event_id":"at-{offset}"}}').items()}
+    quarantine = {name: row[name] for name in QUARANTINE_SCHEMA.fieldNames()}
+    return pa.Table.from_pylist([{**quarantine, "reasons": [reason]}], schema=arrow_schema(QUARANTINE_SCHEMA))
+
+
+def test_a_refused_record_goes_to_quarantine_and_a_later_repeat_takes_its_place():
+    """e2's first record is refused by a sink: it is quarantined with that reason, e2's repeat is its first record
+    now (served, not a duplicate), and nothing of the refused record reaches the profiles."""
+    rows = routed(order("e1", "A", 0), order("e2", "B", 1, "70.00"), order("e2", "B", 2, "9.00"), bad(3))
+    reason = "sink_refused:postgres:transactions: value too long"
+    plan = p.plan_batch(
+        p.batch_rows(rows, refused(1, reason)), stored_at(), p.Attempt("new"), {}, None,
+        alert_threshold=80, write_bronze=True, pipeline_version="v", now=NOW,
+    )  # fmt: skip
+    assert plan.silver[["event_id", "kafka_offset"]].values.tolist() == [["e1", 0], ["e2", 2]]
+    assert plan.duplicates.empty
+    quarantine = plan.quarantine.select(["kafka_offset", "reasons"]).to_pylist()
+    assert sorted(quarantine, key=lambda r: r["kafka_offset"]) == [
+        {"kafka_offset": 1, "reasons": [reason]},
+        {"kafka_offset": 3, "reasons": ["malformed_json"]},
+    ]
+    assert {c.customer_id: c.amount_sum for c in plan.customers} == {"A": 10.0, "B": 9.0}
+    assert coordinates(plan.bronze) == [0, 1, 2, 3]  # bronze keeps every record as received
