@@ -135,6 +135,12 @@ class StreamSettings(_Section):
     max_batch_bytes: int = 1_073_741_824
     starting_offsets: str
     profiles_snapshot_s: float  # how often the stream's customer profiles are written to silver/customer_profiles
+    # A sink that is unavailable (PostgreSQL down, alerts not confirmed by Kafka): the micro-batch waits and is
+    # tried again, the wait doubling from retry_initial_s up to retry_max_s; after outage_max_s the stream stops
+    # (its place stays in the checkpoint).
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    outage_max_s: float = 3600.0
 
 
 class LakeSettings(_Section):
