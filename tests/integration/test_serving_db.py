@@ -61,25 +61,3 @@ def test_failed_batch_rolls_back_rows_and_bookkeeping(stack):
     finally:
         conn.close()
     assert count(dsn, "event_id = %s", (sink + "-ok",)) == 1
-
-
-def test_revenue_is_summed_in_us_dollars(isolated):
-    from serving.queries import overview_kpis, revenue_by_payment_method
-
-    dsn = isolated.postgres.dsn
-    now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
-    rows = [
-        ("e-eur", "t", now, "C1", "92.00", "EUR", "card", "web", 1, now),  # 100 USD
-        ("e-jpy", "t", now, "C2", "150.00", "JPY", "card", "web", 1, now),  # 1 USD
-        ("e-usd", "t", now, "C3", "10.50", "USD", "paypal", "web", 1, now),
-    ]
-    conn = db.connect(dsn)
-    try:
-        db.commit_batch(conn, "fx-test", 0, "transactions", COLUMNS, ("event_id",), rows)
-    finally:
-        conn.close()
-    kpis = overview_kpis(dsn)
-    assert kpis["revenue"] == pytest.approx(111.5)
-    assert kpis["avg_order_value"] == pytest.approx(111.5 / 3)
-    by_method = dict(zip(*revenue_by_payment_method(dsn)[["payment_method", "revenue"]].T.values, strict=True))
-    assert by_method == pytest.approx({"card": 101.0, "paypal": 10.5})
