@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
 import yaml
 from pydantic import BaseModel, ConfigDict
@@ -105,15 +106,28 @@ class PostgresSettings(_Section):
     user: str
     start_timeout_s: float
     durable: bool = True  # embedded server: fsync, full_page_writes, synchronous_commit on (off only for tests)
+    auth: Literal["scram", "trust"] = "scram"  # embedded server over TCP: SCRAM passwords, or trust (tests only)
+    credentials_file: str | None = None  # the user's password when ECOM_POSTGRES_PASSWORD is unset (embedded: made)
+
+    @property
+    def password(self) -> str | None:
+        """ECOM_POSTGRES_PASSWORD, else the content of ``credentials_file`` if it exists, else None."""
+        from_env = os.environ.get("ECOM_POSTGRES_PASSWORD")
+        if from_env:
+            return from_env
+        if self.credentials_file and os.path.isfile(self.credentials_file):
+            with open(self.credentials_file) as f:
+                return f.read().strip() or None
+        return None
 
     @property
     def dsn(self) -> str:
-        """Connection string: ECOM_POSTGRES_DSN if set, else built from host/port/user."""
+        """Connection string: ECOM_POSTGRES_DSN if set, else built from host/port/user and ``password``."""
         explicit = os.environ.get("ECOM_POSTGRES_DSN")
         if explicit:
             return explicit
-        password = os.environ.get("ECOM_POSTGRES_PASSWORD")
-        auth = self.user if not password else f"{self.user}:{password}"
+        password = self.password
+        auth = self.user if not password else f"{self.user}:{quote(password, safe='')}"
         return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}"
 
 
