@@ -4,9 +4,14 @@
 on 127.0.0.1 only, crash-safe (``fsync``, ``full_page_writes`` and
 ``synchronous_commit`` on) unless ``postgres.durable`` is off, which only the
 test profile does. PostgreSQL refuses to run as root, so under root the server
-runs as a system user ``ecom_pg`` (created if missing). Local connections are
-trusted: the embedded server is for one machine; set ``ECOM_POSTGRES_DSN`` to
-use any other server.
+runs as a system user ``ecom_pg`` (created if missing). TCP connections
+authenticate with SCRAM-SHA-256 passwords (``postgres.auth``; the test profile
+trusts them): at every start ``pg_hba.conf`` is written from that setting and
+the user's password is set from ``ECOM_POSTGRES_PASSWORD`` or the credentials
+file (generated once, mode 0600). The Unix socket, in a folder only the
+server's user may open (mode 0700), is trusted and used for administration.
+The embedded server is for one machine; set ``ECOM_POSTGRES_DSN`` to use any
+other server.
 """
 
 from __future__ import annotations
@@ -63,6 +68,17 @@ def server_options(cfg: PostgresSettings) -> list[str]:
     return [*(f"-c {name}={value}" for name in DURABILITY), "-c max_connections=200"]
 
 
+def hba_conf(auth: str) -> str:
+    """``pg_hba.conf``: the Unix socket trusted (its folder is the server user's alone), TCP by ``auth``."""
+    method = "scram-sha-256" if auth == "scram" else "trust"
+    return (
+        "# written by ecom at every start from postgres.auth (ecom/runtime/postgres.py)\n"
+        "local all all trust\n"
+        f"host all all 127.0.0.1/32 {method}\n"
+        f"host all all ::1/128 {method}\n"
+    )
+
+
 class EmbeddedPostgres:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -106,6 +122,7 @@ class EmbeddedPostgres:
         if stale.exists():
             stale.unlink()
         log = Path(self.settings.data_dir) / "postgres" / "server.log"
+        self._write_access_rules()
         options = " ".join([f"-h {c.host} -p {c.port} -k {self.socket_dir}", *server_options(c)])
         result = self._run(
             "pg_ctl",
@@ -122,11 +139,46 @@ class EmbeddedPostgres:
                 f"PostgreSQL did not listen on {c.host}:{c.port} within {c.start_timeout_s:.0f}s; see {log}"
             )
         self._create_database()
+        if c.auth == "scram":
+            self._set_password()
         return True
+
+    def _write_access_rules(self) -> None:
+        """pg_hba.conf from ``postgres.auth``, and the socket folder closed to other users."""
+        hba = self.pgdata / "pg_hba.conf"
+        owner = self.pgdata.stat()
+        hba.write_text(hba_conf(self.cfg.auth))
+        os.chown(hba, owner.st_uid, owner.st_gid)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.chmod(0o700)
+        os.chown(self.socket_dir, owner.st_uid, owner.st_gid)
+
+    def _set_password(self) -> None:
+        """The user's password on the server, SCRAM-hashed here, from the environment or the credentials file."""
+        import psycopg2
+        from psycopg2 import sql
+
+        from ecom.secrets import postgres_password
+
+        conn = psycopg2.connect(self.admin_dsn)
+        conn.autocommit = True
+        try:
+            verifier = psycopg2.extensions.encrypt_password(
+                postgres_password(self.settings), self.cfg.user, conn, "scram-sha-256"
+            )
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(self.cfg.user)), (verifier,))
+        finally:
+            conn.close()
 
     @property
     def admin_dsn(self) -> str:
-        return f"postgresql://{self.cfg.user}@{self.cfg.host}:{self.cfg.port}/postgres"
+        """The server's maintenance database over the Unix socket (trusted, whatever ``postgres.auth`` says)."""
+        import psycopg2.extensions
+
+        return psycopg2.extensions.make_dsn(
+            host=str(self.socket_dir), port=self.cfg.port, user=self.cfg.user, dbname="postgres"
+        )
 
     def durability(self) -> dict[str, str]:
         """The running server's durability settings, e.g. ``{"fsync": "on", ...}``."""
