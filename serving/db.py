@@ -70,6 +70,24 @@ def migrate(dsn: str) -> list[int]:
     return applied_now
 
 
+def set_role_passwords(dsn: str, passwords: dict[str, str | None]) -> list[str]:
+    """Give existing roles their passwords (SCRAM-hashed here, never sent in clear); returns the roles set."""
+    from psycopg2 import sql
+
+    done = []
+    with connection(dsn) as conn, conn.cursor() as cur:
+        for role, password in passwords.items():
+            if not password:
+                continue
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            if cur.fetchone() is None:
+                continue
+            verifier = psycopg2.extensions.encrypt_password(password, role, conn, "scram-sha-256")
+            cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(role)), (verifier,))
+            done.append(role)
+    return done
+
+
 def copy_rows(cur, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
     """Bulk-load ``rows`` into ``table`` with COPY (CSV; lists become PostgreSQL arrays)."""
     buf = io.StringIO()
