@@ -54,7 +54,8 @@ def prepare_mlflow(settings: Settings) -> None:
 
 def up(settings: Settings, log=print) -> None:
     """Start every embedded service that is not running; harmless when all run."""
-    from serving.db import migrate
+    from ecom.secrets import ROLE_PASSWORD_ENV, role_password
+    from serving.db import migrate, set_role_passwords
 
     if settings.kafka.embedded:
         kafka = EmbeddedKafka(settings)
@@ -79,6 +80,9 @@ def up(settings: Settings, log=print) -> None:
             )
     applied = migrate(settings.postgres.dsn)
     log(f"postgres   schema up to date{f' (applied {applied})' if applied else ''}")
+    roles = set_role_passwords(settings.postgres.dsn, {r: role_password(settings, r) for r in ROLE_PASSWORD_ENV})
+    if roles:
+        log(f"postgres   passwords set for {', '.join(roles)} (environment or {settings.data_dir}/secrets)")
     prepare_mlflow(settings)
     log(f"mlflow     tracking store and registry at {settings.mlflow.tracking_uri}")
 
