@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg2
 import psycopg2.pool
 
+from ecom.secrets import role_password
 from ecom.settings import Settings
 from serving import queries
 
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 READER_ROLE = "ecom_reader"
 ANALYST_ROLE = "ecom_analyst"
-ROLE_ENV = {READER_ROLE: "ECOM_POSTGRES_READER_PASSWORD", ANALYST_ROLE: "ECOM_POSTGRES_ANALYST_PASSWORD"}
 DSN_ENV = {READER_ROLE: "ECOM_DASHBOARD_POSTGRES_DSN", ANALYST_ROLE: "ECOM_DASHBOARD_ANALYST_DSN"}
 BATCH_CACHE_S = 3600.0  # batch-computed figures: kept until a newer gold batch run (checked every refresh)
 
@@ -39,12 +39,13 @@ BATCH_CACHE_S = 3600.0  # batch-computed figures: kept until a newer gold batch 
 def role_dsn(settings: Settings, role: str, environ: dict[str, str] | None = None) -> str:
     """The DSN of ``role`` on the configured server: ``ECOM_DASHBOARD_POSTGRES_DSN`` (reader) or
     ``ECOM_DASHBOARD_ANALYST_DSN`` (analyst) if set, else the pipeline's DSN with the role as user and its
-    password from ``ECOM_POSTGRES_READER_PASSWORD`` / ``ECOM_POSTGRES_ANALYST_PASSWORD`` (or none)."""
+    password from ``ecom.secrets.role_password`` (``ECOM_POSTGRES_READER_PASSWORD`` /
+    ``ECOM_POSTGRES_ANALYST_PASSWORD``, or the embedded server's generated one)."""
     env = os.environ if environ is None else environ
     if env.get(DSN_ENV[role]):
         return env[DSN_ENV[role]]
     parts = urlsplit(settings.postgres.dsn)
-    password = env.get(ROLE_ENV[role])
+    password = role_password(settings, role, env)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
