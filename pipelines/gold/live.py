@@ -483,9 +483,9 @@ class MinuteBatch:
                 )
         self.last_timings = timings
         log.info(
-            "minutes batch %d%s: %d rows, %d late, %d closed, watermark %s: %s ms",
-            batch_id, " (replay)" if written is None else "", rows.num_rows, int(changes.late["late_events"].sum()),
-            changes.closed["window_start"].nunique(), changes.watermark,
+            "live minutes: %d rows, %d late, %d minutes closed, watermark %s; batch %d%s: %s ms",
+            rows.num_rows, int(changes.late["late_events"].sum()), changes.closed["window_start"].nunique(),
+            changes.watermark, batch_id, " (replay)" if written is None else "",
             ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
         )  # fmt: skip
 

@@ -1,0 +1,250 @@
+"""Live metrics benchmark: how soon a minute's final figures are in PostgreSQL, and what the gold stage costs ingest.
+
+``python -m benchmarks.gold_stream`` starts the embedded stack if Kafka is not
+running (and stops only what it started), runs ``ecom stream all`` on its own
+topic, lake folder and database (``_common.scratch_stream``), and on this same
+machine:
+
+1. ingest alone: orders at ``--rate`` (default 1,000/s) for
+   ``--baseline-seconds``; every 10th order is followed until it is queryable in
+   PostgreSQL (``benchmarks.streaming.LatencyProbe``): the ingest latency
+   without the gold stage;
+2. ``ecom stream gold`` started beside it (a second process), once it has caught
+   up: the same rate for ``--seconds``, the same probe (ingest latency with the
+   gold stage), while the minute rows of ``analytics_summaries`` are polled every
+   ``--poll-s``. A minute's lag = when PostgreSQL first showed its final
+   figures (every metric and dimension, fingerprinted) - the minute's end.
+   Only minutes entirely inside the sending window count; the final figures are
+   those shown ``--settle-s`` after sending stopped.
+
+It also times ``LiveMinutes.fold`` on 1,000 simulated orders in this process:
+what computing the metrics inside the ingest micro-batch would add to it.
+
+Prints one JSON object as its last line: ``minute_lag_p95_s`` (and p50, max,
+per minute), ``ingest_p95_ms_without_gold`` / ``_with_gold`` and the change in
+percent, the gold stage's median step times, and the fold time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import threading
+import time
+from decimal import Decimal
+
+import psycopg2
+
+from benchmarks._common import (
+    ScratchStream,
+    bench_settings,
+    emit,
+    log,
+    machine_info,
+    percentile,
+    scratch_stream,
+    services,
+    step_medians,
+)
+from benchmarks.streaming import LatencyProbe
+from ecom.runtime.process import ManagedProcess
+from ecom.settings import Settings, child_environment
+from serving.db import connection
+
+
+class MinutePoller:
+    """Polls the fingerprint (row count, sum of values) of each minute's figures in ``analytics_summaries``."""
+
+    def __init__(self, dsn: str, since: dt.datetime, poll_s: float):
+        self.dsn, self.since, self.poll_s = dsn, since, poll_s
+        self.seen: dict[dt.datetime, list[tuple[float, tuple]]] = {}  # minute -> [(time, fingerprint)] on change
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        conn = psycopg2.connect(self.dsn)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                while not self.stop.is_set():
+                    cur.execute(
+                        "SELECT period_start, count(*), round(sum(value)::numeric, 6) FROM analytics_summaries "
+                        "WHERE grain = 'minute' AND metric <> 'late_events' AND period_start >= %s GROUP BY 1",
+                        (self.since,),
+                    )
+                    now = time.time()
+                    for minute, rows, total in cur.fetchall():
+                        history = self.seen.setdefault(minute, [])
+                        if not history or history[-1][1] != (rows, total):
+                            history.append((now, (rows, total)))
+                    time.sleep(self.poll_s)
+        finally:
+            conn.close()
+
+    def lags(self, first: dt.datetime, last_end: dt.datetime) -> dict[str, float]:
+        """Seconds from each minute's end to the first showing of its final fingerprint, for the minutes in
+        [first, last_end)."""
+        lags = {}
+        for minute, history in sorted(self.seen.items()):
+            end = minute + dt.timedelta(minutes=1)
+            if minute < first or end > last_end:
+                continue
+            final = history[-1][1]
+            shown = next(t for t, fingerprint in history if fingerprint == final)
+            lags[minute.isoformat()] = round(shown - end.timestamp(), 2)
+        return lags
+
+
+def _probe_latency(stream: ScratchStream, rate: float, seconds: float, seed: int) -> dict:
+    probe = LatencyProbe(stream.dsn)
+    poller = threading.Thread(target=probe.run, daemon=True)
+    poller.start()
+    run = stream.drive(rate, seconds, seed=seed, on_event=probe.on_event)
+    probe.deadline = time.time() + 60
+    probe.stop.set()
+    poller.join()
+    lat = probe.latencies_ms
+    return {
+        "achieved_tx_per_s": round(run.transactions / max(run.wall_seconds, 1e-9), 1),
+        "samples": len(lat),
+        "p50_ms": percentile(lat, 50),
+        "p95_ms": percentile(lat, 95),
+    }
+
+
+def _wait_caught_up(dsn: str, process: ManagedProcess, timeout_s: float) -> float:
+    """Wait until the gold stage has folded every order served so far; returns the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if not process.is_running():
+            raise RuntimeError(f"the gold stage stopped; see {process.log_file}")
+        with connection(dsn) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT (SELECT count(*) FROM transactions), "
+                "(SELECT coalesce(sum(value), 0) FROM analytics_summaries WHERE grain = 'minute' "
+                "AND metric IN ('orders', 'late_events') AND dimension = '')"
+            )
+            served, counted = cur.fetchone()
+        if served and counted >= served:
+            return time.monotonic() - started
+        time.sleep(1)
+    raise RuntimeError(f"the gold stage did not catch up within {timeout_s:.0f}s; see {process.log_file}")
+
+
+def fold_ms_per_batch(settings: Settings, orders: int = 1000, repeats: int = 20) -> float:
+    """Median milliseconds of ``LiveMinutes.fold`` on ``orders`` simulated silver rows (no Spark, no I/O)."""
+    import pyarrow as pa
+
+    from ecom.schemas import arrow_schema
+    from pipelines.gold.live import LIVE_SCHEMA, LiveMinutes
+    from simulator.generator import TransactionSimulator
+
+    sim = TransactionSimulator(settings.simulator, seed=3)
+    start = dt.datetime.now(dt.UTC)
+    batches = []
+    for r in range(repeats):
+        rows = []
+        for i, generated in enumerate(sim.events(orders, start=start + dt.timedelta(seconds=r), rate_per_s=orders)):
+            e = generated.event
+            at = dt.datetime.fromisoformat(e["event_time"].replace("Z", "+00:00"))
+            items = [{**item, "unit_price": Decimal(str(item["unit_price"]))} for item in e["items"]]
+            rows.append(
+                {
+                    **{k: e[k] for k in ("event_id", "customer_id", "currency", "payment_method", "channel")},
+                    "event_time": at,
+                    "processed_time": at,
+                    "items": items,
+                    "amount": Decimal(str(e["amount"])),
+                    "is_fraud": i % 50 == 0,
+                    "kafka_partition": 0,
+                    "kafka_offset": r * orders + i,
+                }  # fmt: skip
+            )
+        batches.append(pa.Table.from_pylist(rows, schema=arrow_schema(LIVE_SCHEMA)))
+    state = LiveMinutes.from_settings(settings)
+    timings = []
+    for batch in batches:
+        t0 = time.perf_counter()
+        state.fold(batch)
+        timings.append(1000 * (time.perf_counter() - t0))
+    return round(statistics.median(timings), 1)
+
+
+def measure_minute_lag(
+    base: Settings,
+    rate: float = 1000,
+    seconds: float = 240,
+    baseline_seconds: float = 120,
+    poll_s: float = 0.25,
+    settle_s: float = 30,
+) -> dict:
+    """Run ingest alone, then ingest plus the gold stage, at ``rate``; returns the figures (see the module doc)."""
+    result: dict = {"rate_tx_per_s": rate, "seconds_with_gold": seconds, "seconds_without_gold": baseline_seconds}
+    with scratch_stream(base, "gold") as stream:
+        log("waiting for the ingest stream to serve its first orders ...")
+        stream.wait_for_first_orders()
+        log(f"ingest alone: {rate:.0f} orders/s for {baseline_seconds:.0f}s ...")
+        result["ingest_without_gold"] = _probe_latency(stream, rate, baseline_seconds, seed=2)
+        stream.wait_until_all_served(120)
+
+        gold = ManagedProcess(f"bench-gold-live-{time.strftime('%Y%m%d%H%M%S')}", stream.settings.run_dir)
+        try:
+            gold.start([sys.executable, "-m", "ecom.cli", "stream", "gold"], env=child_environment(stream.settings))
+            log("gold stage started; waiting until it has caught up ...")
+            result["gold_catch_up_s"] = round(_wait_caught_up(stream.dsn, gold, 600), 1)
+            started = dt.datetime.now(dt.UTC)
+            poller = MinutePoller(stream.dsn, started.replace(second=0, microsecond=0), poll_s)
+            polling = threading.Thread(target=poller.run, daemon=True)
+            polling.start()
+            log(f"ingest + gold: {rate:.0f} orders/s for {seconds:.0f}s ...")
+            result["ingest_with_gold"] = _probe_latency(stream, rate, seconds, seed=3)
+            ended = dt.datetime.now(dt.UTC)
+            time.sleep(settle_s)
+            poller.stop.set()
+            polling.join()
+            first_full = started.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+            lags = poller.lags(first_full, ended)
+            values = list(lags.values())
+            result.update(
+                {
+                    "minutes_measured": len(values),
+                    "minute_lag_p50_s": percentile(values, 50),
+                    "minute_lag_p95_s": percentile(values, 95),
+                    "minute_lag_max_s": max(values) if values else None,
+                    "minute_lags_s": lags,
+                }
+            )
+        finally:
+            gold.stop()
+        if gold.log_file.exists():
+            result["gold_batch_steps"] = step_medians(gold.log_file.read_text(errors="replace"))
+    without, with_gold = result["ingest_without_gold"]["p95_ms"], result["ingest_with_gold"]["p95_ms"]
+    result["ingest_p95_ms_without_gold"], result["ingest_p95_ms_with_gold"] = without, with_gold
+    if without and with_gold:
+        result["ingest_p95_change_pct"] = round(100 * (with_gold - without) / without, 1)
+    result["fold_ms_per_1000_orders"] = fold_ms_per_batch(base)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=1000, help="orders per second (default 1,000)")
+    parser.add_argument("--seconds", type=float, default=240, help="sending time with the gold stage (>= 120)")
+    parser.add_argument("--baseline-seconds", type=float, default=120, help="sending time without it")
+    parser.add_argument("--poll-s", type=float, default=0.25, help="how often analytics_summaries is polled")
+    parser.add_argument("--settle-s", type=float, default=30, help="polling after sending stopped")
+    args = parser.parse_args(argv)
+    base = bench_settings()
+    result: dict = {"benchmark": "gold_stream", "machine": machine_info()}
+    started = time.monotonic()
+    with services(base):
+        result.update(
+            measure_minute_lag(base, args.rate, args.seconds, args.baseline_seconds, args.poll_s, args.settle_s)
+        )
+    result["seconds"] = round(time.monotonic() - started, 1)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
