@@ -140,12 +140,15 @@ class GoldBatch:
             positions = [columns.index(k) for k in key]
             rows.sort(key=lambda row: tuple(row[p] for p in positions))
         changed = 0
-        with db.connection(self.dsn) as conn:
-            parts = [rows[i : i + chunk] for i in range(0, len(rows), chunk)] if chunk else [rows]
+        parts = [rows[i : i + chunk] for i in range(0, len(rows), chunk)] if chunk else [rows]
+        conn = db.connect(self.dsn)
+        try:
             for part in parts or [[]]:
-                with conn, conn.cursor() as cur:
+                with conn, conn.cursor() as cur:  # one transaction per part
                     upserted, deleted = db.sync_table(cur, table, pg_columns, pg_key, part, scope)
                     changed += upserted + deleted
+        finally:
+            conn.close()
         return changed
 
     # -- jobs -------------------------------------------------------------------------------------
