@@ -63,6 +63,14 @@ log = logging.getLogger(__name__)
 CUSTOMER_CHUNK = 5000  # customers rows per transaction: bounds how long a stream upsert may wait for a lock
 
 
+def _partition_dates(path: str, column: str) -> set[dt.date]:
+    """The distinct values of a date partition column of a Delta table, from its log (delta-rs)."""
+    from deltalake import DeltaTable as RsDeltaTable
+
+    values = RsDeltaTable(path).get_add_actions(flatten=True).column(f"partition.{column}").to_pylist()
+    return {v if isinstance(v, dt.date) else dt.date.fromisoformat(str(v)) for v in values if v is not None}
+
+
 def _date_literal(day: dt.date) -> str:
     return day.isoformat()
 
@@ -179,7 +187,13 @@ class GoldBatch:
         from pipelines.gold import rfm
 
         table = self.settings.lake.table("gold", "rfm")
-        previous = self.spark.read.format("delta").load(table).where(F.col("as_of") < F.lit(self.as_of))
+        # The previous run is the latest earlier as_of partition (found from the Delta log, not a scan).
+        earlier = [d for d in _partition_dates(table, "as_of") if d < self.as_of]
+        previous = (
+            self.spark.read.format("delta").load(table).where(F.col("as_of") == F.lit(max(earlier)))
+            if earlier
+            else None
+        )
         result = rfm.rfm_table(self.orders, self.as_of, self.gold.rfm_window_days, previous).cache()
         data = self.to_lake(result, "rfm", RFM_SCHEMA, predicate=f"as_of = '{_date_literal(self.as_of)}'")
         # Customers with no order in the window get their RFM columns cleared, not left from an older run.
