@@ -82,12 +82,26 @@ def shop_path(settings: Settings, topic: str | None) -> Path:
     return shop.shop_path(state_dir, topic or settings.kafka.transactions_topic)
 
 
-def _record(path: Path, result: RunResult, state: shop.ShopState | None) -> None:
+def _record(path: Path, state: shop.ShopState | None) -> None:
     if state is None:
-        print(f"the shop was not recorded (a worker did not report); a live run will not continue it ({path})")
+        print(f"the shop was not recorded (a worker did not report): a live run will not continue it ({path})")
         return
     shop.save(path, state)
     print(f"shop recorded in {path}: seed {state.seed}, {state.customers:,} customers with orders")
+
+
+def _continuing(path: Path, settings: Settings, args: argparse.Namespace) -> shop.ShopState | None:
+    """The recorded shop a live run continues, or None for a new one (no record, or --fresh)."""
+    if getattr(args, "fresh", False):
+        return None
+    recorded = shop.to_continue(shop.load(path), seed=args.seed, products=settings.simulator.products, where=path)
+    if recorded is not None:
+        last = f"{recorded.until:%Y-%m-%d %H:%M} UTC" if recorded.until else "none"
+        print(
+            f"continuing the shop recorded in {path}: seed {recorded.seed}, "
+            f"{recorded.customers:,} customers with orders, last order {last}"
+        )
+    return recorded
 
 
 def run_generate(settings: Settings, args: argparse.Namespace) -> int:
@@ -96,40 +110,32 @@ def run_generate(settings: Settings, args: argparse.Namespace) -> int:
     backfill_days = getattr(args, "backfill_days", None)
     progress = not args.no_progress
     path = shop_path(settings, topic)
-    if backfill_days is not None:
-        if args.duration is not None or args.rate is not None:
-            print("ecom generate: --backfill-days runs as fast as possible; --rate/--duration do not apply")
-            return 2
-        count = args.count or DEFAULT_BACKFILL_COUNT
-        result = run_parallel(
-            settings,
-            count,
-            seed=args.seed,
-            workers=getattr(args, "workers", None),
-            days=backfill_days,
-            end=getattr(args, "end", None),
-            topic=topic,
-            labels_topic=labels_topic,
-            progress=progress,
-        )
-        _record(path, result, result.shop)
-        return _report(result)
-    rate = args.rate or settings.simulator.rate_per_s
+    if backfill_days is not None and (args.duration is not None or args.rate is not None):
+        print("ecom generate: --backfill-days runs as fast as possible; --rate/--duration do not apply")
+        return 2
     try:
         with shop.hold(path):
-            record = None if getattr(args, "fresh", False) else shop.load(path)
-            recorded = shop.to_continue(record, seed=args.seed, products=settings.simulator.products, where=path)
-            if recorded is not None:
-                print(
-                    f"continuing the shop recorded in {path}: seed {recorded.seed}, "
-                    f"{recorded.customers:,} customers with orders, last order {recorded.until:%Y-%m-%d %H:%M} UTC"
+            if backfill_days is not None:
+                result = run_parallel(
+                    settings,
+                    args.count or DEFAULT_BACKFILL_COUNT,
+                    seed=args.seed,
+                    workers=getattr(args, "workers", None),
+                    days=backfill_days,
+                    end=getattr(args, "end", None),
+                    topic=topic,
+                    labels_topic=labels_topic,
+                    progress=progress,
                 )
-            sim = TransactionSimulator(settings.simulator, seed=args.seed, shop=recorded)
-            producer = TransactionProducer(settings, topic=topic, labels_topic=labels_topic)
-            result = run_live(
-                settings, producer, sim, rate, count=args.count, duration=args.duration, progress=progress
-            )
-            _record(path, result, sim.state())
+                _record(path, result.shop)  # a backfill starts the topic's shop: it replaces an earlier record
+            else:
+                sim = TransactionSimulator(settings.simulator, seed=args.seed, shop=_continuing(path, settings, args))
+                producer = TransactionProducer(settings, topic=topic, labels_topic=labels_topic)
+                rate = args.rate or settings.simulator.rate_per_s
+                result = run_live(
+                    settings, producer, sim, rate, count=args.count, duration=args.duration, progress=progress
+                )
+                _record(path, sim.state())
     except shop.ShopError as exc:
         print(f"ecom generate: {exc}")
         return 2

@@ -195,6 +195,8 @@ class CustomerBase:
         self.stride = shards
         self.known: dict[int, Customer] = {}  # customers with at least one order
         self.seen: list[int] = []  # their indices, in order of first order
+        self._first_orders: list[datetime | None] = []  # when each of them first ordered (None: an earlier run)
+        self._established = 0  # seen[:_established] first ordered before the last any_seen's cut-off
         self.returning = {p.name: _Returning(p) for p in RETURNING}
         self.night_owls: list[int] = []
         self.churned: list[int] = []
@@ -260,11 +262,20 @@ class CustomerBase:
         self._may_return(customer)
         return customer
 
-    def any_seen(self) -> Customer | None:
-        """Any customer with at least one order (accounts fraudsters take over)."""
-        if not self.seen:
+    def any_seen(self, first_ordered_by: datetime | None = None) -> Customer | None:
+        """Any customer with at least one order, placed by ``first_ordered_by`` if given (accounts fraudsters take
+        over are established ones, not accounts that placed their first order seconds ago)."""
+        if first_ordered_by is None:
+            pool = len(self.seen)
+        else:
+            times, n = self._first_orders, self._established
+            while n < len(times) and (times[n] is None or times[n] <= first_ordered_by):
+                n += 1
+            self._established = n
+            pool = self._established
+        if not pool:
             return None
-        return self.known[self.seen[int(self.rng.random() * len(self.seen))]]
+        return self.known[self.seen[int(self.rng.random() * pool)]]
 
     # -- history ----------------------------------------------------------------------------
     def _may_return(self, customer: Customer) -> None:
@@ -289,6 +300,7 @@ class CustomerBase:
         if first:
             self.known[customer.index] = customer
             self.seen.append(customer.index)
+            self._first_orders.append(when)
             self._may_return(customer)
         elif customer.persona.gap_days and self.rng.random() < customer.persona.churn and not customer.churned:
             self._churn(customer)
@@ -304,6 +316,7 @@ class CustomerBase:
             customer.devices.extend(row["added_devices"])
             self.known[customer.index] = customer
             self.seen.append(customer.index)
+            self._first_orders.append(None)
             self._may_return(customer)
             if row["churned"]:
                 self._churn(customer)

@@ -11,6 +11,7 @@ name travels, as a label; the order event itself carries no hint.
 
 from __future__ import annotations
 
+import heapq
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ PATTERNS = ("account_takeover", "card_testing", "amount_spike", "geo_mismatch")
 HARD_NEGATIVES = {"big_purchase": 0.3, "travel": 0.3, "new_device": 0.25, "gift_abroad": 0.15}
 CARD_TEST_BURST = (3, 9)  # orders per card-testing burst (inclusive)
 CARD_TEST_SPACING_S = (5.0, 60.0)  # seconds between a burst's orders, at least (uniform)
+ACCOUNT_MIN_AGE = timedelta(hours=1)  # takeovers, card tests and mismatches hit accounts at least this old
 FRAUD_PAYMENT = (("card", 0.7), ("gift_card", 0.2), ("paypal", 0.1))
 
 
@@ -76,7 +78,20 @@ class FraudInjector:
         extra = self.incident_weights["card_testing"] * (burst - 1)
         # share f of events: q * E[L] / (1 + q * extra) = f
         self.incident_p = fraud_rate / (mean_len - fraud_rate * extra) if fraud_rate > 0 else 0.0
-        self.pending: list[dict] = []  # open card-testing bursts
+        self.pending: list[tuple[datetime, int, dict]] = []  # open card-testing bursts, next one due first (heap)
+        self._opened = 0
+
+    def due_burst(self, when: datetime) -> dict | None:
+        """An open card-testing burst whose next order is due by ``when`` (half the time: they interleave)."""
+        if self.pending and self.pending[0][0] <= when and self.rng.random() < 0.5:
+            return heapq.heappop(self.pending)[2]
+        return None
+
+    def keep_open(self, burst: dict) -> None:
+        """After one of its orders: the burst waits for its next one, if any is left."""
+        if burst["left"] > 0:
+            self._opened += 1
+            heapq.heappush(self.pending, (burst["next_at"], self._opened, burst))
 
     def start_incident(self) -> bool:
         return self.rng.random() < self.incident_p

@@ -154,12 +154,11 @@ class TransactionSimulator:
         rng = self.rng
         injector = self.fraud
         night = when.hour in NIGHT_HOURS
-        if injector.pending and injector.pending[0]["next_at"] <= when and rng.random() < 0.5:
-            burst = injector.pending[0]
+        burst = injector.due_burst(when)
+        if burst is not None:
             draft = self._normal_draft(burst["customer"])
             fraud.card_testing(rng, draft, burst, self.catalogue, when)
-            if burst["left"] <= 0:
-                injector.pending.pop(0)
+            injector.keep_open(burst)
             draft.kind = draft.fraud_pattern = "card_testing"
             return draft
         customer = self._customer(when, night, rate_per_s)
@@ -167,13 +166,13 @@ class TransactionSimulator:
             pattern = injector.choose(night)
             victim = customer
             if pattern != "amount_spike" and customer.orders == 0:
-                victim = self.customers.any_seen() or customer  # fraudsters take over known accounts
+                # fraudsters take over established accounts
+                victim = self.customers.any_seen(when - fraud.ACCOUNT_MIN_AGE) or customer
             draft = self._normal_draft(victim)
             if pattern == "card_testing":
                 burst = fraud.card_testing_burst(rng, victim)
                 fraud.card_testing(rng, draft, burst, self.catalogue, when)
-                if burst["left"] > 0:
-                    injector.pending.append(burst)
+                injector.keep_open(burst)
             else:
                 fraud.SINGLE_ORDER_PATTERNS[pattern](rng, draft, self.catalogue)
             draft.kind = draft.fraud_pattern = pattern

@@ -8,7 +8,7 @@ first order times, churned, devices added since signup). Who a customer is
 (persona, country, devices, email) is not stored: ``make_customer`` derives it
 from the seed and the index.
 
-A live run holds a lock on the record while it runs, so two runs never
+A run holds a lock on the record while it generates, so two runs never
 continue the same shop at once (they would hand out the same new ids).
 """
 
@@ -145,14 +145,14 @@ def to_continue(record: ShopState | None, *, seed: int | None, products: int, wh
 
 @contextmanager
 def hold(path: Path) -> Iterator[None]:
-    """Exclusive use of the record at ``path`` while a live run continues it (ShopError if another run has it)."""
+    """Exclusive use of the record at ``path`` while a run generates into its topic (ShopError if another run has it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise ShopError(
-                f"another `ecom generate` is continuing the shop recorded in {path}; "
+                f"another `ecom generate` is generating the shop recorded in {path}; "
                 "wait for it, or pass --fresh or another --topic"
             ) from exc
         yield
