@@ -4,7 +4,9 @@ Starts the stack (what is not running); on a fresh stack with no registered
 fraud model, backfills history, streams it into silver and trains a first model
 (so scoring works from the first live order); then starts the stream and the
 dashboard as background processes and generates live orders in the foreground
-until Ctrl-C (or ``--duration``). On the way out it stops everything it started.
+until Ctrl-C (or ``--duration``); the live orders continue the backfilled shop
+(same customers, new ids for new ones: ``ecom generate`` continues the shop
+recorded for the topic, docs/simulator.md). On the way out it stops everything it started.
 It prints the dashboard's address and how long it took until the first live
 order was queryable in PostgreSQL (the data the dashboard shows).
 """
