@@ -5,6 +5,13 @@ payload as text) with its topic/partition/offset/timestamp and the ingest
 time, partitioned by ingest date. Append only; exactly-once through the
 streaming checkpoint; ``failOnDataLoss`` stays on.
 
+Two exceptions to "as received", both outside the event contract and both
+quarantined by silver: bytes that are not UTF-8 are kept as U+FFFD (Delta
+strings are UTF-8), and a value longer than ``MAX_PAYLOAD_BYTES`` (a key
+longer than ``MAX_KEY_BYTES``) is kept cut to that length with a note of its
+size, so a micro-batch's memory is bounded by bytes (``records_per_trigger``).
+The record itself stays in Kafka for the topic's retention.
+
 Runs as ``ecom stream bronze`` or ``spark-submit pipelines/bronze/job.py``.
 """
 
@@ -12,22 +19,43 @@ from __future__ import annotations
 
 import argparse
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from ecom.lake import prepare_lake
-from ecom.schemas import BRONZE_SCHEMA
-from ecom.settings import Settings, get_settings
+from ecom.schemas import BRONZE_SCHEMA, MAX_KEY_BYTES, MAX_PAYLOAD_BYTES
+from ecom.settings import Settings, StreamSettings, get_settings
 
 QUERY_NAME = "bronze_transactions"
+
+
+def kept_text(data: Column, max_bytes: int) -> Column:
+    """Kafka bytes -> the text bronze keeps: UTF-8 as is, other bytes as U+FFFD; a text longer than
+    ``max_bytes`` is cut to about that many bytes and ends with ``" [cut from N bytes]"`` (N: the bytes
+    received), so it stays longer than ``max_bytes`` and silver can tell."""
+    text = F.make_valid_utf8(data.cast("string"))
+    head = F.make_valid_utf8(F.substring(F.encode(text, "UTF-8"), 1, max_bytes).cast("string"))
+    cut = F.concat(head, F.lit(" [cut from "), F.octet_length(data).cast("string"), F.lit(" bytes]"))
+    return F.when(F.octet_length(text) > max_bytes, cut).otherwise(text)
+
+
+def records_per_trigger(stream: StreamSettings) -> int:
+    """Kafka records per micro-batch: ``max_offsets_per_trigger``, fewer if ``max_batch_bytes`` says so.
+
+    The Kafka source limits a batch by record count only (Spark 4.2 has no byte limit for it), and bronze
+    keeps at most MAX_PAYLOAD_BYTES + MAX_KEY_BYTES of a record; the driver holds a record's payload about
+    twice at most (bronze and its silver or quarantine row), so this many records fit ``max_batch_bytes``.
+    """
+    per_record = 2 * (MAX_PAYLOAD_BYTES + MAX_KEY_BYTES)
+    return max(1, min(stream.max_offsets_per_trigger, stream.max_batch_bytes // per_record))
 
 
 def with_bronze_columns(kafka_df: DataFrame) -> DataFrame:
     """Kafka source rows -> bronze rows (columns and order of ``BRONZE_SCHEMA``)."""
     return kafka_df.select(
-        F.col("key").cast("string").alias("kafka_key"),
-        F.col("value").cast("string").alias("payload"),
+        kept_text(F.col("key"), MAX_KEY_BYTES).alias("kafka_key"),
+        kept_text(F.col("value"), MAX_PAYLOAD_BYTES).alias("payload"),
         F.col("topic").alias("kafka_topic"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
@@ -43,7 +71,7 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
         .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
         .option("subscribe", settings.kafka.transactions_topic)
         .option("startingOffsets", settings.stream.starting_offsets)
-        .option("maxOffsetsPerTrigger", settings.stream.max_offsets_per_trigger)
+        .option("maxOffsetsPerTrigger", records_per_trigger(settings.stream))
         .option("failOnDataLoss", "true")
         .load()
     )

@@ -5,6 +5,10 @@ rules are data (``QUALITY_RULES``: rule name -> SQL predicate that a good
 record satisfies); ``with_rule_failures`` applies them all and lists the names
 of the rules a record fails, and ``with_routed_records`` gives each record its
 silver row (``silver_columns``) or its quarantine row (``quarantine_columns``).
+The rules hold every record to the contract's bounds (``ecom.schemas``), so
+any silver row can be stored by every sink. No clear e-mail address leaves
+bronze: silver keeps an HMAC of it, quarantine the payload with every address
+pseudonymised; the HMAC key enters Spark plans as data, never as a literal.
 The second half holds the pandas steps the stream runs on a batch in its
 driver: ranking repeats, classifying against stored events, alerts.
 """
@@ -14,19 +18,28 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import Column, DataFrame
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ecom.schemas import (
     ALERT_SCHEMA,
     CHANNELS,
+    COUNTRY_PATTERN,
     CURRENCIES,
     DUPLICATES_SCHEMA,
     EVENT_SCHEMA,
     KAFKA_COORDINATES,
+    MAX_EMAIL_CHARS,
+    MAX_ID_CHARS,
+    MAX_ITEMS,
+    MAX_PAYLOAD_BYTES,
+    MAX_QUANTITY,
+    MIN_EVENT_TIME,
     PAYMENT_METHODS,
     SCHEMA_VERSION,
     SCORE_COLUMNS,
@@ -37,28 +50,63 @@ def _in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
-# Rule name -> predicate over the parsed record (column ``event``) that a good
-# record satisfies. NULL counts as a failure.
-QUALITY_RULES: dict[str, str] = {
+# The event's text fields (top level; items' product_id and category are checked per line).
+ID_FIELDS = ("event_id", "transaction_id", "customer_id", "device_id")
+TEXT_FIELDS = (*ID_FIELDS, "customer_email", "currency", "payment_method", "channel", "ip_country", "shipping_country")
+REPLACEMENT_CHARACTER = "\ufffd"  # what bronze keeps in place of bytes that are not UTF-8
+
+
+def _all_text() -> str:
+    """Every text value of the event, joined (nulls skipped): one regex scan looks at all of them."""
+    top = ", ".join(f"event.{f}" for f in TEXT_FIELDS)
+    return f"concat_ws('', {top}, array_join(transform(event.items, i -> concat_ws('', i.product_id, i.category)), ''))"
+
+
+# Rule name -> predicate over the parsed record (column ``event``) that a good record satisfies. NULL counts
+# as a failure, and no predicate can raise, whatever the input (ANSI mode is on): the rules decide, never an
+# error. Together with the bounds in ``ecom.schemas`` they make every silver row storable in every sink.
+PAYLOAD_RULES: dict[str, str] = {
+    # bronze cuts a bigger Kafka value to MAX_PAYLOAD_BYTES and appends a note, so it stays longer than that
+    "payload_too_large": f"coalesce(octet_length(payload), 0) <= {MAX_PAYLOAD_BYTES}",
+    "invalid_utf8": f"NOT coalesce(contains(payload, '{REPLACEMENT_CHARACTER}'), false)",
+    # try_parse_json also refuses duplicate keys and lone surrogates (from_json would take them)
     "malformed_json": "payload IS NOT NULL AND try_parse_json(payload) IS NOT NULL",
+}
+FIELD_RULES: dict[str, str] = {
     "unknown_schema_version": f"event.schema_version = {SCHEMA_VERSION}",
     "missing_event_id": "event.event_id IS NOT NULL AND event.event_id != ''",
     "missing_transaction_id": "event.transaction_id IS NOT NULL",
     "missing_customer_id": "event.customer_id IS NOT NULL AND event.customer_id != ''",
+    "control_characters": f"NOT ({_all_text()} rlike '\\\\p{{Cc}}')",
+    "text_too_long": (
+        f"coalesce(greatest({', '.join(f'char_length(event.{f})' for f in ID_FIELDS)}), 0) <= {MAX_ID_CHARS}"
+        f" AND coalesce(char_length(event.customer_email), 0) <= {MAX_EMAIL_CHARS}"
+        f" AND NOT exists(event.items, i -> coalesce(greatest(char_length(i.product_id), char_length(i.category)),"
+        f" 0) > {MAX_ID_CHARS})"
+    ),
     "bad_event_time": "try_to_timestamp(event.event_time) IS NOT NULL",
     "event_time_in_future": "try_to_timestamp(event.event_time) <= current_timestamp() + INTERVAL 1 DAY",
+    "event_time_too_old": f"try_to_timestamp(event.event_time) >= TIMESTAMP '{MIN_EVENT_TIME}'",
     "no_items": "size(event.items) > 0",
-    "bad_quantity": "NOT exists(event.items, i -> i.quantity IS NULL OR i.quantity < 1)",
+    "too_many_items": f"size(event.items) <= {MAX_ITEMS}",
+    "missing_product": "NOT exists(event.items, i -> coalesce(i.product_id, '') = '' OR coalesce(i.category, '') = '')",
+    "bad_quantity": f"NOT exists(event.items, i -> i.quantity IS NULL OR i.quantity NOT BETWEEN 1 AND {MAX_QUANTITY})",
     "bad_unit_price": "NOT exists(event.items, i -> i.unit_price IS NULL OR i.unit_price <= 0)",
     "amount_not_positive": "event.amount > 0",
+    # DECIMAL(38,2) holds any basket's total (quantity x DECIMAL(12,2) price x lines), so the sum cannot overflow
     "amount_mismatch": (
-        "abs(event.amount - aggregate(event.items, CAST(0 AS DECIMAL(20,2)),"
-        " (acc, i) -> CAST(acc + i.quantity * i.unit_price AS DECIMAL(20,2)))) <= 0.01"
+        "abs(event.amount - aggregate(event.items, CAST(0 AS DECIMAL(38,2)),"
+        " (acc, i) -> CAST(acc + i.quantity * i.unit_price AS DECIMAL(38,2)))) <= 0.01"
     ),
     "unknown_currency": f"event.currency IN {_in(CURRENCIES)}",
     "unknown_payment_method": f"event.payment_method IN {_in(PAYMENT_METHODS)}",
     "unknown_channel": f"event.channel IN {_in(CHANNELS)}",
+    "bad_country": (
+        f"coalesce(event.ip_country rlike '{COUNTRY_PATTERN}', true)"
+        f" AND coalesce(event.shipping_country rlike '{COUNTRY_PATTERN}', true)"
+    ),
 }
+QUALITY_RULES: dict[str, str] = {**PAYLOAD_RULES, **FIELD_RULES}
 
 
 def with_parsed_event(bronze_df: DataFrame) -> DataFrame:
@@ -73,25 +121,51 @@ def rule_failures(rules: dict[str, str] = QUALITY_RULES) -> Column:
 
 
 def with_rule_failures(parsed_df: DataFrame, rules: dict[str, str] = QUALITY_RULES) -> DataFrame:
-    """Adds ``failed_rules``. A malformed payload reports only ``malformed_json``."""
+    """Adds ``failed_rules``. A payload failing a payload rule (too large, not UTF-8, not JSON) reports only the
+    first of those: its fields mean nothing."""
     failures = rule_failures(rules)
-    malformed = F.expr(f"NOT coalesce({rules['malformed_json']}, false)") if "malformed_json" in rules else F.lit(False)
-    return parsed_df.withColumn("failed_rules", F.when(malformed, F.array(F.lit("malformed_json"))).otherwise(failures))
+    for name in reversed([n for n in PAYLOAD_RULES if n in rules]):
+        failed = ~F.coalesce(F.expr(rules[name]), F.lit(False))
+        failures = F.when(failed, F.array(F.lit(name))).otherwise(failures)
+    return parsed_df.withColumn("failed_rules", failures)
 
 
-def hmac_sha256_hex(value: Column, key: bytes) -> Column:
+@dataclass(frozen=True, repr=False)
+class HmacKey:
+    """An HMAC-SHA256 key as Spark uses it: its two padded forms, read by scalar subqueries from a one-row
+    local relation. The key material is data of the plan, never a literal in its text (a literal prints as
+    ``X'...'``), so no query plan, explain output, log line or error message shows it."""
+
+    ipad: Column
+    opad: Column
+
+    @classmethod
+    def of(cls, key: bytes, spark: SparkSession | None = None) -> HmacKey:
+        block = 64
+        if len(key) > block:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(block, b"\0")
+        pads = pa.table(
+            {
+                "ipad": pa.array([bytes(b ^ 0x36 for b in key)], pa.binary()),
+                "opad": pa.array([bytes(b ^ 0x5C for b in key)], pa.binary()),
+            }
+        )
+        relation = (spark or SparkSession.active()).createDataFrame(pads)
+        return cls(relation.select("ipad").scalar(), relation.select("opad").scalar())
+
+    def __repr__(self) -> str:
+        return "HmacKey(<hidden>)"
+
+
+def hmac_sha256_hex(value: Column, key: bytes | HmacKey) -> Column:
     """HMAC-SHA256 of a string column as lower-case hex, computed in the JVM (no UDF).
 
     HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)) with a 64-byte block.
     """
-    block = 64
-    if len(key) > block:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(block, b"\0")
-    ipad = bytes(b ^ 0x36 for b in key)
-    opad = bytes(b ^ 0x5C for b in key)
-    inner = F.unhex(F.sha2(F.concat(F.lit(bytearray(ipad)), F.encode(value, "UTF-8")), 256))
-    return F.when(value.isNotNull(), F.sha2(F.concat(F.lit(bytearray(opad)), inner), 256))
+    key = key if isinstance(key, HmacKey) else HmacKey.of(key)
+    inner = F.unhex(F.sha2(F.concat(key.ipad, F.encode(value, "UTF-8")), 256))
+    return F.when(value.isNotNull(), F.sha2(F.concat(key.opad, inner), 256))
 
 
 def hmac_sha256_hex_py(value: str, key: bytes) -> str:
@@ -103,13 +177,35 @@ def normalise_email(email: Column) -> Column:
     return F.lower(F.trim(email))
 
 
-def silver_columns(pii_key: bytes, pipeline_version: str) -> list[Column]:
+# Anything shaped like an e-mail address, in any text (broken JSON too): the at sign as such, JSON-escaped
+# (\u0040), URL-encoded (%40) or full width; local part and domain may hold JSON escapes (backslashes).
+EMAIL_PATTERN = (
+    r"[\p{L}\p{N}._%+\-\\]+"
+    r"(?:@|(?i:\\u0040|%40)|\x{FF20})"
+    r"[\p{L}\p{N}\-\\]+(?:\.[\p{L}\p{N}\-\\]+)*"
+)
+EMAIL_TOKEN = "email-hmac:"  # the record's own address becomes this prefix + its HMAC (as customer_email_hash)
+EMAIL_MASK = "<email>"  # any other e-mail-shaped text
+
+
+def pseudonymised_emails(text: Column, email: Column, key: bytes | HmacKey) -> Column:
+    """``text`` without clear e-mail addresses: the record's own address (``email``, where it is one) becomes
+    ``EMAIL_TOKEN`` + the hash silver keeps as ``customer_email_hash`` (so an operator can still find the
+    customer); any other e-mail-shaped substring, escaped or in broken JSON, becomes ``EMAIL_MASK``."""
+    key = key if isinstance(key, HmacKey) else HmacKey.of(key)
+    is_address = email.rlike(rf"^\s*{EMAIL_PATTERN}\s*$")
+    token = F.concat(F.lit(EMAIL_TOKEN), hmac_sha256_hex(normalise_email(email), key))
+    own_hashed = F.when(is_address, F.replace(text, email, token)).otherwise(text)
+    return F.regexp_replace(own_hashed, EMAIL_PATTERN, EMAIL_MASK)
+
+
+def silver_columns(pii_key: bytes | HmacKey, pipeline_version: str) -> list[Column]:
     """The silver columns (``SILVER_BASE_COLUMNS``) of a valid parsed row, email pseudonymised.
 
     History features (``ml.features``) and scores are added afterwards.
     """
     e = "event."
-    event_time = F.to_timestamp(F.col(e + "event_time"))
+    event_time = F.try_to_timestamp(F.col(e + "event_time"))  # never raises (the rules checked it)
     return [
         F.col(e + "event_id").alias("event_id"),
         F.col(e + "transaction_id").alias("transaction_id"),
@@ -133,10 +229,11 @@ def silver_columns(pii_key: bytes, pipeline_version: str) -> list[Column]:
     ]
 
 
-def quarantine_columns(pipeline_version: str) -> list[Column]:
-    """The quarantine columns (``QUARANTINE_SCHEMA``) of a rejected row: raw payload, coordinates, reasons, when."""
+def quarantine_columns(pii_key: bytes | HmacKey, pipeline_version: str) -> list[Column]:
+    """The quarantine columns (``QUARANTINE_SCHEMA``) of a rejected row: the payload with its e-mail addresses
+    pseudonymised (bronze alone keeps it as received), coordinates, reasons, when."""
     return [
-        F.col("payload"),
+        pseudonymised_emails(F.col("payload"), F.col("event.customer_email"), pii_key).alias("payload"),
         *[F.col(f.name) for f in KAFKA_COORDINATES.fields],
         F.col("failed_rules").alias("reasons"),
         F.current_timestamp().alias("quarantined_time"),
@@ -149,12 +246,14 @@ def with_routed_records(checked_df: DataFrame, pii_key: bytes, pipeline_version:
     a rejected one, else null): each record goes exactly one way.
 
     The silver stream builds this into its streaming plan once, so a micro-batch is a single Spark job
-    (building the same DataFrames again in every batch cost ~200 ms of Python-side planning).
+    (building the same DataFrames again in every batch cost ~200 ms of Python-side planning). The key
+    enters the plan as data (``HmacKey``), not as a literal.
     """
     valid = F.size("failed_rules") == 0
-    return checked_df.withColumn(
-        "silver", F.when(valid, F.struct(*silver_columns(pii_key, pipeline_version)))
-    ).withColumn("quarantine", F.when(~valid, F.struct(*quarantine_columns(pipeline_version))))
+    key = HmacKey.of(pii_key, checked_df.sparkSession)
+    return checked_df.withColumn("silver", F.when(valid, F.struct(*silver_columns(key, pipeline_version)))).withColumn(
+        "quarantine", F.when(~valid, F.struct(*quarantine_columns(key, pipeline_version)))
+    )
 
 
 # Driver-side steps of a micro-batch (pandas): the batch's valid rows are in

@@ -128,6 +128,11 @@ def test_quarantine_rows_keep_payload_coordinates_and_reasons(spark):
     assert_df_equality(got, expected, ignore_nullable=True)
 
 
+def pseudonymised(payload: str) -> str:
+    """The payload as quarantine keeps it: GOOD's address replaced by its keyed hash (computed in Python)."""
+    return payload.replace(GOOD["customer_email"], "email-hmac:" + t.hmac_sha256_hex_py("alice@example.com", KEY))
+
+
 def test_each_record_is_routed_to_silver_or_quarantine_never_both(spark):
     payloads = [json.dumps(GOOD), "{oops", None, json.dumps({**GOOD, "amount": -1})]
     got = routed(spark, payloads).select(
@@ -142,7 +147,13 @@ def test_each_record_is_routed_to_silver_or_quarantine_never_both(spark):
             (0, "e-1", t.hmac_sha256_hex_py("alice@example.com", KEY), None, None),
             (1, None, None, ["malformed_json"], "{oops"),
             (2, None, None, ["malformed_json"], None),  # a null payload (tombstone)
-            (3, None, None, ["amount_not_positive", "amount_mismatch"], json.dumps({**GOOD, "amount": -1})),
+            (
+                3,
+                None,
+                None,
+                ["amount_not_positive", "amount_mismatch"],
+                pseudonymised(json.dumps({**GOOD, "amount": -1})),
+            ),
         ],
         "kafka_offset long, silver_event_id string, silver_email_hash string, quarantine_reasons array<string>, "
         "quarantine_payload string",
