@@ -9,7 +9,6 @@ the same database transaction, so a replayed micro-batch changes nothing.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from collections.abc import Iterator, Sequence
@@ -88,21 +87,49 @@ def set_role_passwords(dsn: str, passwords: dict[str, str | None]) -> list[str]:
     return done
 
 
+class UnstorableValue(ValueError):
+    """A value PostgreSQL cannot store (text holding U+0000). Names the table, row and column, not the value."""
+
+    def __init__(self, table: str, row: int, column: str):
+        super().__init__(f"{table}: row {row}, column {column} holds U+0000, which PostgreSQL text cannot store")
+        self.table, self.row, self.column = table, row, column
+
+
 def copy_rows(cur, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
-    """Bulk-load ``rows`` into ``table`` with COPY (CSV; lists become PostgreSQL arrays)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    for row in rows:
-        writer.writerow(["\\N" if v is None else _csv_value(v) for v in row])
-    buf.seek(0)
-    cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf)
+    """Bulk-load ``rows`` into ``table`` with COPY (CSV; lists become PostgreSQL arrays).
+
+    No value can be misread: NULL is an unquoted ``\\N`` and every other value is quoted, so the text ``\\N``,
+    quotes, backslashes, commas, newlines and ``\\.`` all arrive as they are. U+0000 cannot be stored in
+    PostgreSQL text at all: ``UnstorableValue`` says where it is, before anything is sent.
+    """
+    text = "".join(",".join(map(_csv_field, row)) + "\n" for row in rows)
+    if "\0" in text:
+        row, column = next((i, c) for i, r in enumerate(rows) for c, v in zip(columns, r, strict=True) if _has_nul(v))
+        raise UnstorableValue(table, row, column)
+    cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", io.StringIO(text))
 
 
-def _csv_value(value):
+def _csv_field(value) -> str:
+    """One CSV field: ``\\N`` (unquoted) for NULL, anything else quoted with its quotes doubled."""
+    if value is None:
+        return "\\N"
     if isinstance(value, (list, tuple, np.ndarray)):
-        inner = ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
-        return "{" + inner + "}"
-    return value
+        value = _array_literal(value)
+    elif not isinstance(value, str):
+        value = str(value)
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _array_literal(values) -> str:
+    """A PostgreSQL array literal: each element double-quoted with backslash escapes, or an unquoted NULL."""
+    quoted = ("NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return any(_has_nul(v) for v in value)
+    return value is not None and "\0" in str(value)
 
 
 def admin_dsn(dsn: str) -> str:
