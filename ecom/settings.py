@@ -61,6 +61,7 @@ class ProducerSettings(_Section):
     max_in_flight: int
     delivery_timeout_ms: int
     max_block_ms: int = 60000  # how long send() may wait for metadata or buffer space
+    reconnect_backoff_max_ms: int = 1000  # longest wait between reconnects to a broker that went away
 
     def client_config(self, bootstrap_servers: str) -> dict[str, Any]:
         """Keyword arguments of a kafka-python ``KafkaProducer`` with these settings."""
@@ -74,6 +75,7 @@ class ProducerSettings(_Section):
             "max_in_flight_requests_per_connection": self.max_in_flight,
             "delivery_timeout_ms": self.delivery_timeout_ms,
             "max_block_ms": self.max_block_ms,
+            "reconnect_backoff_max_ms": self.reconnect_backoff_max_ms,
         }
 
 
