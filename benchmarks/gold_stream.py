@@ -17,12 +17,17 @@ machine:
    Only minutes entirely inside the sending window count; the final figures are
    those shown ``--settle-s`` after sending stopped.
 
-It also times ``LiveMinutes.fold`` on 1,000 simulated orders in this process:
-what computing the metrics inside the ingest micro-batch would add to it.
+The CPU seconds per second of each process tree (the ``ecom`` process, its
+JVM and Python workers) are sampled over each phase: what the gold stage costs
+the machine, however busy it is otherwise. Last, in this process, it measures
+what computing the metrics inside the ingest micro-batch would add to a batch
+of 1,000 orders: ``LiveMinutes.fold`` (CPU milliseconds) and a PostgreSQL
+transaction with its writes.
 
 Prints one JSON object as its last line: ``minute_lag_p95_s`` (and p50, max,
 per minute), ``ingest_p95_ms_without_gold`` / ``_with_gold`` and the change in
-percent, the gold stage's median step times, and the fold time.
+percent, the CPU shares, the gold stage's median step times, the in-batch
+costs.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import sys
 import threading
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg2
 
@@ -44,6 +50,7 @@ from benchmarks._common import (
     log,
     machine_info,
     percentile,
+    process_cpu_seconds,
     scratch_stream,
     services,
     step_medians,
@@ -132,43 +139,95 @@ def _wait_caught_up(dsn: str, process: ManagedProcess, timeout_s: float) -> floa
     raise RuntimeError(f"the gold stage did not catch up within {timeout_s:.0f}s; see {process.log_file}")
 
 
-def fold_ms_per_batch(settings: Settings, orders: int = 1000, repeats: int = 20) -> float:
-    """Median milliseconds of ``LiveMinutes.fold`` on ``orders`` simulated silver rows (no Spark, no I/O)."""
+def session_cpu_seconds(leader: int | None) -> float:
+    """CPU seconds of the live processes of the session ``leader`` started (a ``ManagedProcess`` and its children)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if leader is None or not entry.name.isdigit():
+            continue
+        try:
+            session = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])
+        except (OSError, IndexError, ValueError):
+            continue
+        if session == leader:
+            total += process_cpu_seconds(int(entry.name)) or 0.0
+    return total
+
+
+class CpuMeter:
+    """CPU seconds per wall second of process sessions, between ``start`` and ``stop``."""
+
+    def __init__(self, **leaders: int | None):
+        self.leaders = leaders
+        self.begin: dict[str, float] = {}
+        self.t0 = 0.0
+
+    def start(self) -> None:
+        self.t0, self.begin = time.monotonic(), {n: session_cpu_seconds(p) for n, p in self.leaders.items()}
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self.t0
+        return {
+            f"{name}_cpu_s_per_s": round((session_cpu_seconds(pid) - self.begin[name]) / wall, 3)
+            for name, pid in self.leaders.items()
+        }
+
+
+def _simulated_batches(settings: Settings, orders: int, repeats: int):
+    """``repeats`` batches of ``orders`` simulated silver rows (``LIVE_COLUMNS``), one second apart."""
     import pyarrow as pa
 
     from ecom.schemas import arrow_schema
-    from pipelines.gold.live import LIVE_SCHEMA, LiveMinutes
+    from pipelines.gold.live import LIVE_SCHEMA
     from simulator.generator import TransactionSimulator
 
     sim = TransactionSimulator(settings.simulator, seed=3)
     start = dt.datetime.now(dt.UTC)
-    batches = []
     for r in range(repeats):
         rows = []
         for i, generated in enumerate(sim.events(orders, start=start + dt.timedelta(seconds=r), rate_per_s=orders)):
             e = generated.event
             at = dt.datetime.fromisoformat(e["event_time"].replace("Z", "+00:00"))
-            items = [{**item, "unit_price": Decimal(str(item["unit_price"]))} for item in e["items"]]
             rows.append(
                 {
                     **{k: e[k] for k in ("event_id", "customer_id", "currency", "payment_method", "channel")},
                     "event_time": at,
                     "processed_time": at,
-                    "items": items,
+                    "items": [{**item, "unit_price": Decimal(str(item["unit_price"]))} for item in e["items"]],
                     "amount": Decimal(str(e["amount"])),
                     "is_fraud": i % 50 == 0,
                     "kafka_partition": 0,
                     "kafka_offset": r * orders + i,
-                }  # fmt: skip
+                }
             )
-        batches.append(pa.Table.from_pylist(rows, schema=arrow_schema(LIVE_SCHEMA)))
+        yield pa.Table.from_pylist(rows, schema=arrow_schema(LIVE_SCHEMA))
+
+
+def in_batch_cost(settings: Settings, orders: int = 1000, repeats: int = 20) -> dict[str, float]:
+    """What the live metrics would add to an ingest micro-batch of ``orders`` silver rows: median CPU ms of
+    ``LiveMinutes.fold`` and median wall ms of a PostgreSQL transaction with its writes (``settings``' database)."""
+    from pipelines.gold.live import LiveMinutes, minute_writes
+    from serving import db
+
     state = LiveMinutes.from_settings(settings)
-    timings = []
-    for batch in batches:
-        t0 = time.perf_counter()
-        state.fold(batch)
-        timings.append(1000 * (time.perf_counter() - t0))
-    return round(statistics.median(timings), 1)
+    fold_ms, write_ms = [], []
+    conn = db.connect(settings.postgres.dsn)
+    try:
+        for batch_id, batch in enumerate(_simulated_batches(settings, orders, repeats)):
+            t0 = time.process_time()
+            changes = state.fold(batch)
+            fold_ms.append(1000 * (time.process_time() - t0))
+            writes = minute_writes(changes, "bench-in-batch", batch_id, state.progress())
+            t0 = time.perf_counter()
+            db.commit_batch_writes(conn, "bench-in-batch", batch_id, writes)
+            write_ms.append(1000 * (time.perf_counter() - t0))
+    finally:
+        conn.close()
+    return {
+        "in_batch_orders": orders,
+        "in_batch_fold_cpu_ms": round(statistics.median(fold_ms), 1),
+        "in_batch_postgres_ms": round(statistics.median(write_ms), 1),
+    }
 
 
 def measure_minute_lag(
@@ -178,19 +237,32 @@ def measure_minute_lag(
     baseline_seconds: float = 120,
     poll_s: float = 0.25,
     settle_s: float = 30,
+    trigger: str | None = None,
 ) -> dict:
-    """Run ingest alone, then ingest plus the gold stage, at ``rate``; returns the figures (see the module doc)."""
-    result: dict = {"rate_tx_per_s": rate, "seconds_with_gold": seconds, "seconds_without_gold": baseline_seconds}
+    """Run ingest alone, then ingest plus the gold stage, at ``rate``; returns the figures (see the module doc).
+
+    ``trigger`` is the gold stage's trigger interval (default ``gold.trigger_interval``).
+    """
+    trigger = trigger or base.gold.trigger_interval
+    result: dict = {
+        "rate_tx_per_s": rate,
+        "seconds_with_gold": seconds,
+        "seconds_without_gold": baseline_seconds,
+        "gold_trigger": trigger,
+    }
     with scratch_stream(base, "gold") as stream:
         log("waiting for the ingest stream to serve its first orders ...")
         stream.wait_for_first_orders()
         log(f"ingest alone: {rate:.0f} orders/s for {baseline_seconds:.0f}s ...")
-        result["ingest_without_gold"] = _probe_latency(stream, rate, baseline_seconds, seed=2)
+        meter = CpuMeter(ingest=stream.process.pid())
+        meter.start()
+        result["ingest_without_gold"] = {**_probe_latency(stream, rate, baseline_seconds, seed=2), **meter.stop()}
         stream.wait_until_all_served(120)
 
         gold = ManagedProcess(f"bench-gold-live-{time.strftime('%Y%m%d%H%M%S')}", stream.settings.run_dir)
         try:
-            gold.start([sys.executable, "-m", "ecom.cli", "stream", "gold"], env=child_environment(stream.settings))
+            env = {**child_environment(stream.settings), "ECOM_GOLD__TRIGGER_INTERVAL": trigger}
+            gold.start([sys.executable, "-m", "ecom.cli", "stream", "gold"], env=env)
             log("gold stage started; waiting until it has caught up ...")
             result["gold_catch_up_s"] = round(_wait_caught_up(stream.dsn, gold, 600), 1)
             started = dt.datetime.now(dt.UTC)
@@ -198,13 +270,14 @@ def measure_minute_lag(
             polling = threading.Thread(target=poller.run, daemon=True)
             polling.start()
             log(f"ingest + gold: {rate:.0f} orders/s for {seconds:.0f}s ...")
-            result["ingest_with_gold"] = _probe_latency(stream, rate, seconds, seed=3)
+            meter = CpuMeter(ingest=stream.process.pid(), gold=gold.pid())
+            meter.start()
+            result["ingest_with_gold"] = {**_probe_latency(stream, rate, seconds, seed=3), **meter.stop()}
             ended = dt.datetime.now(dt.UTC)
             time.sleep(settle_s)
             poller.stop.set()
             polling.join()
-            first_full = started.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-            lags = poller.lags(first_full, ended)
+            lags = poller.lags(started.replace(second=0, microsecond=0) + dt.timedelta(minutes=1), ended)
             values = list(lags.values())
             result.update(
                 {
@@ -219,11 +292,11 @@ def measure_minute_lag(
             gold.stop()
         if gold.log_file.exists():
             result["gold_batch_steps"] = step_medians(gold.log_file.read_text(errors="replace"))
+        result.update(in_batch_cost(stream.settings))
     without, with_gold = result["ingest_without_gold"]["p95_ms"], result["ingest_with_gold"]["p95_ms"]
     result["ingest_p95_ms_without_gold"], result["ingest_p95_ms_with_gold"] = without, with_gold
     if without and with_gold:
         result["ingest_p95_change_pct"] = round(100 * (with_gold - without) / without, 1)
-    result["fold_ms_per_1000_orders"] = fold_ms_per_batch(base)
     return result
 
 
@@ -234,14 +307,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-seconds", type=float, default=120, help="sending time without it")
     parser.add_argument("--poll-s", type=float, default=0.25, help="how often analytics_summaries is polled")
     parser.add_argument("--settle-s", type=float, default=30, help="polling after sending stopped")
+    parser.add_argument("--trigger", help="the gold stage's trigger interval (default: gold.trigger_interval)")
     args = parser.parse_args(argv)
     base = bench_settings()
     result: dict = {"benchmark": "gold_stream", "machine": machine_info()}
     started = time.monotonic()
     with services(base):
-        result.update(
-            measure_minute_lag(base, args.rate, args.seconds, args.baseline_seconds, args.poll_s, args.settle_s)
+        lag = measure_minute_lag(
+            base, args.rate, args.seconds, args.baseline_seconds, args.poll_s, args.settle_s, args.trigger
         )
+    result.update(lag)
     result["seconds"] = round(time.monotonic() - started, 1)
     emit(result)
 
