@@ -5,14 +5,23 @@ labels for injected fraud go to ``fraud-labels`` only, optionally held back
 until their ``label_time`` (like chargebacks) in a small heap that is drained
 as labels fall due and completely on ``close``. Every delivery outcome is
 counted by broker acknowledgement; failures are kept, never ignored.
+
+Every send ends as delivered or failed, also when the broker goes away: a
+flush or close waits at most the client's delivery timeout plus a grace period,
+then closes the client and counts what has no outcome as failed. A client that
+holds sends past its own delivery timeout without any outcome has stalled
+(kafka-python's idempotent producer can wait forever for a new producer id
+after batches expire during an outage); it is closed, its sends are counted as
+failed, and a fresh client takes over.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,6 +31,11 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from ecom.settings import Settings
 from simulator.generator import Generated
+
+log = logging.getLogger(__name__)
+
+STALL_GRACE_S = 15.0  # past its delivery timeout, a client whose sends have no outcome at all has stalled
+CLOSE_JOIN_S = 10.0  # how long a forced close waits for the client's I/O thread
 
 
 @dataclass
@@ -40,21 +54,33 @@ class DeliveryStats:
     labels_delivered: int = 0
     first_send: float | None = None  # time.monotonic()
     last_ack: float | None = None
+    last_outcome: float | None = None  # time.monotonic() of the last acknowledgement or error
+    unconfirmed: int = 0  # sends without any outcome when their client was closed (included in failed)
+    client_restarts: int = 0  # stalled clients replaced by a fresh one
     errors: list[str] = field(default_factory=list)
 
     def ok(self, _metadata) -> None:
         self.delivered += 1
-        self.last_ack = time.monotonic()
+        self.last_ack = self.last_outcome = time.monotonic()
 
     def ok_label(self, _metadata) -> None:
-        self.delivered += 1
         self.labels_delivered += 1
-        self.last_ack = time.monotonic()
+        self.ok(_metadata)
 
     def error(self, exc: BaseException) -> None:
         self.failed += 1
+        self.last_outcome = time.monotonic()
         if len(self.errors) < 10:
             self.errors.append(repr(exc))
+
+    def settle(self, reason: str) -> int:
+        """Count every send still without an outcome as failed (its client is closed: none will come)."""
+        lost = self.pending
+        if lost > 0:
+            self.failed += lost
+            self.unconfirmed += lost
+            self.errors.append(f"{lost} sends without an outcome: {reason}")
+        return lost
 
     @property
     def pending(self) -> int:
@@ -94,22 +120,8 @@ class KeyHashPartitioner(DefaultPartitioner):
 
 def make_producer(settings: Settings, **overrides) -> KafkaProducer:
     """A kafka-python producer with the configured reliability and batching (``overrides`` for tests and tuned runs)."""
-    p = settings.producer
-    config = dict(
-        bootstrap_servers=settings.kafka.bootstrap_servers.split(","),
-        acks=p.acks,
-        enable_idempotence=p.enable_idempotence,
-        compression_type=p.compression_type,
-        batch_size=p.batch_size,
-        linger_ms=p.linger_ms,
-        max_in_flight_requests_per_connection=p.max_in_flight,
-        delivery_timeout_ms=p.delivery_timeout_ms,
-        max_block_ms=p.max_block_ms,
-        key_serializer=str.encode,
-        partitioner=KeyHashPartitioner(),
-    )
-    config.update(overrides)
-    return KafkaProducer(**config)
+    config = settings.producer.client_config(settings.kafka.bootstrap_servers)
+    return KafkaProducer(**{**config, "key_serializer": str.encode, "partitioner": KeyHashPartitioner(), **overrides})
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps(..., separators=) builds one per call
@@ -124,8 +136,26 @@ def _epoch(iso_utc: str) -> float:
     return datetime.strptime(iso_utc, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
+def _force_close(client) -> None:
+    """Close a kafka-python client now; its unsent batches fail (their errbacks run) instead of waiting.
+
+    ``KafkaProducer.close(timeout)`` flushes first and raises when the flush times out, so it never gets to
+    the forced close: stop the I/O thread first, then close."""
+    sender = getattr(client, "_sender", None)
+    if sender is not None:
+        sender.force_close()
+        sender.join(CLOSE_JOIN_S)
+    try:
+        client.close(timeout=0)
+    except KafkaError as exc:
+        log.warning("closing a stalled Kafka producer: %r", exc)
+
+
 class TransactionProducer:
-    """Sends generated orders and labels; counts every delivery outcome."""
+    """Sends generated orders and labels; counts every delivery outcome.
+
+    ``client_overrides`` are passed to ``make_producer`` for the client it builds (and rebuilds if one stalls);
+    a ``producer`` passed in is used as it is and never replaced."""
 
     def __init__(
         self,
@@ -133,14 +163,22 @@ class TransactionProducer:
         producer: KafkaProducer | None = None,
         topic: str | None = None,
         labels_topic: str | None = None,
+        client_overrides: dict | None = None,
     ):
         self.settings = settings
-        self.producer = producer or make_producer(settings)
+        overrides = client_overrides or {}
+        self._new_client: Callable[[], KafkaProducer] | None = (
+            None if producer is not None else lambda: make_producer(settings, **overrides)
+        )
+        self.producer = producer if producer is not None else self._new_client()
+        delivery_ms = overrides.get("delivery_timeout_ms", settings.producer.delivery_timeout_ms)
+        self.wait_limit_s = delivery_ms / 1000 + STALL_GRACE_S  # a send has an outcome by then, or never will
         self.topic = topic or settings.kafka.transactions_topic
         self.labels_topic = labels_topic or settings.kafka.labels_topic
         self.stats = DeliveryStats()
         self._labels: list[tuple[float, int, str, bytes]] = []  # (due epoch s, seq, key, payload)
         self._seq = 0
+        self._busy_since = 0.0  # when the sends now pending began (pending went up from 0)
         self._closed = False
 
     def send(self, generated: Generated) -> None:
@@ -173,27 +211,50 @@ class TransactionProducer:
     def labels_pending(self) -> int:
         return len(self._labels)
 
-    def send_raw(self, key: str | None, value: bytes, topic: str | None = None) -> None:
-        """Send bytes as they are (used to test bad input)."""
-        self._send(topic or self.topic, key, value)
+    def send_raw(self, key: str | None, value: bytes, topic: str | None = None):
+        """Send bytes as they are (used to test bad input); returns the client's future, None if refused."""
+        return self._send(topic or self.topic, key, value)
 
     def _send_label(self, key: str, value: bytes) -> None:
         self.stats.labels_sent += 1
         self._send(self.labels_topic, key, value, self.stats.ok_label)
 
-    def _send(self, topic: str, key: str | None, value: bytes, on_ok=None) -> None:
+    def _send(self, topic: str, key: str | None, value: bytes, on_ok=None):
+        """Hand one record to the client; returns its future (None if the client refused it at once)."""
         stats = self.stats
+        now = time.monotonic()
         if stats.first_send is None:
-            stats.first_send = time.monotonic()
+            stats.first_send = now
+        if stats.pending <= 0:
+            self._busy_since = now
+        elif self._stalled(now):
+            self._replace_client()
         stats.sent += 1
         stats.bytes += len(value)
         try:
             future = self.producer.send(topic, key=key, value=value)
         except KafkaError as exc:  # refused before it left the client (no metadata, too large, buffer full)
             stats.error(exc)
-            return
+            return None
         future.add_callback(on_ok or stats.ok)
         future.add_errback(stats.error)
+        return future
+
+    def _stalled(self, now: float) -> bool:
+        """Sends pending and no outcome at all for longer than the client's own delivery timeout allows."""
+        since = max(self.stats.last_outcome or 0.0, self._busy_since)
+        return self.stats.pending > 0 and now - since > self.wait_limit_s
+
+    def _replace_client(self) -> None:
+        """Close the stalled client (its sends count as failed) and carry on with a fresh one."""
+        if self._new_client is None:
+            return
+        pending = self.stats.pending
+        _force_close(self.producer)
+        self.stats.settle("the Kafka client stalled and was replaced")
+        self.producer = self._new_client()
+        self.stats.client_restarts += 1
+        log.warning("the Kafka producer stalled with %d sends pending; replaced by a fresh client", pending)
 
     def send_all(self, events: Iterable[Generated]) -> DeliveryStats:
         for generated in events:
@@ -202,13 +263,23 @@ class TransactionProducer:
         return self.stats
 
     def flush(self) -> None:
-        self.producer.flush()
+        """Wait until every send has an outcome; past ``wait_limit_s`` the client has stalled and is replaced."""
+        try:
+            self.producer.flush(timeout=self.wait_limit_s)
+        except KafkaError:  # KafkaTimeoutError: no outcome within the client's own delivery timeout
+            self._replace_client()
 
     def close(self) -> None:
-        """Send every held-back label, wait for all acknowledgements, close the client."""
+        """Send every held-back label, wait for all outcomes (at most ``wait_limit_s``), close the client.
+
+        Afterwards ``stats.delivered + stats.failed == stats.sent``: what has no outcome counts as failed."""
         if self._closed:
             return
         self._closed = True
         self.send_due_labels(now=float("inf"))
-        self.producer.flush()
-        self.producer.close()
+        try:
+            self.producer.flush(timeout=self.wait_limit_s)
+            self.producer.close(timeout=CLOSE_JOIN_S)
+        except KafkaError:  # KafkaTimeoutError: the broker did not answer in time
+            _force_close(self.producer)
+        self.stats.settle("the producer was closed before the broker answered")

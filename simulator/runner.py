@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ecom.settings import Settings
 from simulator.generator import TransactionSimulator
-from simulator.producer import DeliveryStats, TransactionProducer, encode, make_producer
+from simulator.producer import DeliveryStats, TransactionProducer, encode
 from simulator.shop import ShopState, merge
 
 PROGRESS_EVERY = 500
@@ -36,7 +36,8 @@ class RunResult:
     transactions: int = 0
     delivered: int = 0
     labels: int = 0
-    failed: int = 0
+    failed: int = 0  # every send without an acknowledgement, including orders a crashed worker never sent
+    client_restarts: int = 0  # stalled Kafka clients replaced (their unanswered sends are in failed)
     bytes: int = 0
     first_send: float | None = None
     last_ack: float | None = None
@@ -63,6 +64,7 @@ class RunResult:
         self.delivered += stats.delivered
         self.labels += stats.labels_delivered
         self.failed += stats.failed
+        self.client_restarts += stats.client_restarts
         self.bytes += stats.bytes
         self.errors.extend(stats.errors)
         if stats.first_send is not None:
@@ -71,9 +73,10 @@ class RunResult:
             self.last_ack = stats.last_ack if self.last_ack is None else max(self.last_ack, stats.last_ack)
 
     def summary(self) -> str:
+        restarts = f"; Kafka client replaced {self.client_restarts}x after stalling" if self.client_restarts else ""
         return (
             f"sent {self.transactions} orders (+{self.labels} labels), delivered {self.delivered}, "
-            f"failed {self.failed} in {self.wall_seconds:.1f}s; {self.tx_per_s:,.0f} orders/s confirmed"
+            f"failed {self.failed} in {self.wall_seconds:.1f}s; {self.tx_per_s:,.0f} orders/s confirmed{restarts}"
         )
 
 
@@ -148,9 +151,10 @@ def _worker(
     """One worker process: its share of customers, one producer, its share of the orders."""
     report = {"shard": shard, "first_event_time": None, "last_event_time": None, "cpu_s": 0.0}
     cpu_start = time.process_time()
+    producer = None
     try:
         sim = TransactionSimulator(settings.simulator, seed, shard=shard, shards=shards, expected_orders=count)
-        producer = TransactionProducer(settings, make_producer(settings, **producer_overrides), topic, labels_topic)
+        producer = TransactionProducer(settings, None, topic, labels_topic, client_overrides=producer_overrides)
         if days is not None:
             stream = sim.backfill(count, days, end)
         else:
@@ -176,27 +180,43 @@ def _worker(
                     if stop:
                         break
         producer.close()
-        stats = producer.stats
-        report["sent"] = stats.sent - stats.labels_sent
+        report.update(_stats_report(producer.stats), shop=sim.state())
         progress[shard] = report["sent"]
         report["cpu_s"] = time.process_time() - cpu_start
-        report.update(
-            shop=sim.state(),
-            delivered=stats.delivered,
-            labels=stats.labels_delivered,
-            failed=stats.failed,
-            bytes=stats.bytes,
-            first_send=stats.first_send,
-            last_ack=stats.last_ack,
-            errors=stats.errors,
-        )
     except BaseException as exc:  # report, never lose a worker's failure silently
-        report.update(
-            sent=count, delivered=0, labels=0, failed=count, bytes=0, first_send=None, last_ack=None, errors=[repr(exc)]
-        )
+        report.update(_failed_report(producer, count, exc))
         results.put(report)
         raise
     results.put(report)
+
+
+def _stats_report(stats: DeliveryStats) -> dict:
+    """A worker's delivery counts for the parent; ``sent`` counts orders (labels apart)."""
+    return {
+        "sent": stats.sent - stats.labels_sent,
+        "delivered": stats.delivered,
+        "labels": stats.labels_delivered,
+        "failed": stats.failed,
+        "client_restarts": stats.client_restarts,
+        "bytes": stats.bytes,
+        "first_send": stats.first_send,
+        "last_ack": stats.last_ack,
+        "errors": stats.errors,
+    }
+
+
+def _failed_report(producer: TransactionProducer | None, count: int, exc: BaseException) -> dict:
+    """A crashed worker: what the broker acknowledged stays delivered; the rest of its orders count as failed."""
+    if producer is None:
+        return {**_stats_report(DeliveryStats()), "sent": count, "failed": count, "errors": [repr(exc)]}
+    try:
+        producer.close()  # outcomes for what was sent; no outcome counts as failed
+    except Exception:  # noqa: BLE001 - the worker is failing already; the counts below stay exact
+        producer.stats.settle("the worker failed while closing its producer")
+    report = _stats_report(producer.stats)
+    never_sent = count - report["sent"]
+    report.update(sent=count, failed=report["failed"] + never_sent, errors=[repr(exc), *report["errors"]])
+    return report
 
 
 def run_parallel(
@@ -288,6 +308,7 @@ def run_parallel(
             delivered=o["delivered"],
             labels_delivered=o["labels"],
             failed=o["failed"],
+            client_restarts=o["client_restarts"],
             bytes=o["bytes"],
             first_send=o["first_send"],
             last_ack=o["last_ack"],

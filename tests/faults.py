@@ -10,6 +10,7 @@ them from the JUnit XML report into its table.
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import yaml
@@ -81,3 +82,29 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 120.0) -> list[bytes]:
+    """Every record value of ``topic``, from the beginning to the end offsets it has now."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ecom.runtime.process import wait_until
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers.split(","), enable_auto_commit=False)
+    try:
+        if not wait_until(lambda: consumer.partitions_for_topic(topic), timeout_s):
+            raise AssertionError(f"topic {topic} not found")
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(parts)
+        consumer.seek_to_beginning()
+        end = consumer.end_offsets(parts)
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end within {timeout_s:.0f}s")
+            for records in consumer.poll(timeout_ms=1000).values():
+                values.extend(r.value for r in records)
+        return values
+    finally:
+        consumer.close()

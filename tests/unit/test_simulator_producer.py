@@ -41,10 +41,10 @@ class FakeClient:
         self.sent.append((topic, key, value))
         return FakeFuture(self.fail_marker is not None and self.fail_marker in value)
 
-    def flush(self):
+    def flush(self, timeout=None):
         self.flushed += 1
 
-    def close(self):
+    def close(self, timeout=None):
         self.closed += 1
 
 
@@ -150,3 +150,55 @@ def test_live_mode_stops_after_a_count(settings):
     result = run_live(settings, TransactionProducer(settings, producer=client), sim, 5000.0, count=777, progress=False)
     assert result.transactions == 777
     assert sum(1 for t, _, _ in client.sent if t == settings.kafka.transactions_topic) == 777
+
+
+class StalledFuture:
+    """A send the client never answers (neither acknowledgement nor error)."""
+
+    def add_callback(self, fn):
+        return self
+
+    def add_errback(self, fn):
+        return self
+
+
+class StalledClient(FakeClient):
+    """A client stuck with its sends: no outcome ever, and a flush that times out."""
+
+    def send(self, topic, key=None, value=None):
+        self.sent.append((topic, key, value))
+        return StalledFuture()
+
+    def flush(self, timeout=None):
+        raise KafkaTimeoutError("Timeout waiting for future")
+
+
+def test_a_stalled_client_is_replaced_and_its_unanswered_sends_count_as_failed(settings, monkeypatch):
+    import simulator.producer as producer_module
+
+    clients = [StalledClient(), FakeClient()]
+    monkeypatch.setattr(producer_module, "make_producer", lambda _settings, **_overrides: clients.pop(0))
+    monkeypatch.setattr(producer_module, "STALL_GRACE_S", 0.0)
+    producer = TransactionProducer(settings, client_overrides={"delivery_timeout_ms": 100})
+    for customer in ("C1", "C2", "C3"):
+        producer.send(_order(None, customer))
+    assert producer.stats.pending == 3
+    time.sleep(0.15)  # longer than the client's delivery timeout, and not one outcome
+    producer.send(_order(None, "C4"))
+    producer.close()
+    stats = producer.stats
+    assert (stats.sent, stats.delivered, stats.failed, stats.unconfirmed, stats.client_restarts) == (4, 1, 3, 3, 1)
+    assert clients == []  # the fresh client took over
+
+
+def test_closing_a_stalled_client_counts_what_has_no_outcome_instead_of_waiting_forever(settings):
+    client = StalledClient()
+    producer = TransactionProducer(settings, producer=client)  # a client passed in is never replaced
+    producer.send(_order(None, "C1"))
+    producer.send(_order(None, "C2"))
+    started = time.monotonic()
+    producer.close()
+    assert time.monotonic() - started < 5
+    stats = producer.stats
+    assert (stats.sent, stats.delivered, stats.failed, stats.pending) == (2, 0, 2, 0)
+    assert "without an outcome" in stats.errors[-1]
