@@ -9,8 +9,12 @@ them from the JUnit XML report into its table.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -23,6 +27,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def scratch_dir(settings: Settings, name: str) -> Iterator[Path]:
+    """A folder of its own under the profile's data folder, removed afterwards.
+
+    Not pytest's temporary folder for servers that run as another user (PostgreSQL under root): pytest makes
+    that folder private again whenever a session starts, and the server would lose its data mid-test."""
+    path = Path(settings.data_dir) / "scratch" / f"{name}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def private_kafka(settings: Settings, root: Path) -> Settings:

@@ -175,7 +175,7 @@ class ManagedProcess:
     def log_file(self) -> Path:
         return self.run_dir / f"{self.name}.log"
 
-    def _recorded(self) -> ProcessIdentity | None:
+    def identity(self) -> ProcessIdentity | None:
         """The process the pid file names if it still runs; a stale file (gone, or pid reused) is removed."""
         try:
             text = self.pid_file.read_text().strip()
@@ -206,7 +206,7 @@ class ManagedProcess:
 
     def pid(self) -> int | None:
         """The live pid of the process this file names, or None (a stale file is removed)."""
-        identity = self._recorded()
+        identity = self.identity()
         return identity.pid if identity else None
 
     def is_running(self) -> bool:
@@ -237,7 +237,7 @@ class ManagedProcess:
 
         Only the process the pid file names is signalled: its identity is checked before each signal.
         """
-        identity = self._recorded()
+        identity = self.identity()
         if identity is None:
             return False
         pid = identity.pid

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ecom.runtime.process import ManagedProcess, ProcessIdentity, wait_until
-from tests.faults import cmdline, descendants, private_profile
+from tests.faults import cmdline, descendants, private_profile, scratch_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -45,11 +45,16 @@ def _step_is_running(step: str, demo: subprocess.Popen, log: Path) -> bool:
         pytest.param("train", "sigterm", marks=pytest.mark.chaos),
     ],
 )
-def test_an_interrupted_first_run_leaves_nothing_running(settings, tmp_path, step, interrupt, record_property):
-    env = {**os.environ, **private_profile(settings, tmp_path), "PYTHONUNBUFFERED": "1"}
+def test_an_interrupted_first_run_leaves_nothing_running(settings, step, interrupt, record_property):
+    with scratch_dir(settings, f"demo-{step}") as root:
+        _interrupt_a_first_run(settings, root, step, interrupt, record_property)
+
+
+def _interrupt_a_first_run(settings, root: Path, step: str, interrupt: str, record_property) -> None:
+    env = {**os.environ, **private_profile(settings, root), "PYTHONUNBUFFERED": "1"}
     env.pop("ECOM_DEMO_KEEP_STACK", None)
     count = "3000000" if step == "backfill" else "3000"
-    log = tmp_path / "demo.log"
+    log = root / "demo.log"
     with open(log, "wb") as out:
         demo = subprocess.Popen(
             [sys.executable, "-m", "ecom.cli", "demo", "--backfill-count", count, "--backfill-days", "10"],
@@ -58,13 +63,13 @@ def test_an_interrupted_first_run_leaves_nothing_running(settings, tmp_path, ste
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    run_dir = tmp_path / "data" / "run"
+    run_dir = root / "data" / "run"
     started: list[ProcessIdentity] = []
     try:
         reached = wait_until(lambda: demo.poll() is not None or _step_is_running(step, demo, log), 600, 0.5)
         assert reached and demo.poll() is None, f"the demo did not reach the {step} step:\n{log.read_text()[-3000:]}"
         time.sleep(2)  # let the step get going
-        services = [ManagedProcess(name, run_dir)._recorded() for name in ("kafka", "postgres")]
+        services = [ManagedProcess(name, run_dir).identity() for name in ("kafka", "postgres")]
         assert all(services), "the demo should have started a broker and a database of its own"
         started = list(dict.fromkeys([*descendants(demo.pid), *services]))
         interrupted_at = time.monotonic()

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from ecom.runtime.postgres import EmbeddedPostgres
 from ecom.settings import load_settings
+from tests.faults import free_port, scratch_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture
+def data_dir(settings):
+    with scratch_dir(settings, "durable-pg") as path:
+        yield path
 
 
-def test_a_server_of_the_local_profile_is_crash_safe_and_only_durable_false_turns_that_off(tmp_path):
+def test_a_server_of_the_local_profile_is_crash_safe_and_only_durable_false_turns_that_off(data_dir):
     local = load_settings("local", environ={})
     settings = local.model_copy(
-        update={"data_dir": str(tmp_path), "postgres": local.postgres.model_copy(update={"port": _free_port()})}
+        update={"data_dir": str(data_dir), "postgres": local.postgres.model_copy(update={"port": free_port()})}
     )
     fast = settings.model_copy(update={"postgres": settings.postgres.model_copy(update={"durable": False})})
     server = EmbeddedPostgres(settings)
