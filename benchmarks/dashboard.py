@@ -35,7 +35,7 @@ import io
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -148,14 +148,14 @@ class Shop:
         )
 
 
-def summaries(orders: pd.DataFrame, grain: str) -> pd.DataFrame:
-    """analytics_summaries rows (metric, grain, period_start, dimension, value) for minute or day periods."""
-    frame = orders.assign(period=orders["minute"] if grain == "minute" else orders["minute"].dt.floor("D"))
-    frames = []
+def summaries(orders: pd.DataFrame, grain: str) -> Iterator[pd.DataFrame]:
+    """analytics_summaries rows (metric, grain, period_start, dimension, value) for minute or day periods,
+    one frame per dimension kind (overall, category, payment method, channel), to keep memory flat."""
+    period = orders["minute"] if grain == "minute" else orders["minute"].dt.floor("D")
     for kind in (None, "category", "payment_method", "channel"):
-        keys = ["period"] if kind is None else ["period", kind]
+        keys = [period.rename("period")] if kind is None else [period.rename("period"), orders[kind]]
         agg = (
-            frame.groupby(keys, sort=False)
+            orders.groupby(keys, sort=False)
             .agg(
                 orders=("revenue", "size"),
                 revenue=("revenue", "sum"),
@@ -168,11 +168,10 @@ def summaries(orders: pd.DataFrame, grain: str) -> pd.DataFrame:
         agg["avg_order_value"] = agg["revenue"] / agg["orders"]
         agg["alert_rate"] = agg["alerts"] / agg["orders"]
         agg["late_events"] = 0
-        frames.append(agg.drop(columns=keys[1:]))
-    wide = pd.concat(frames, ignore_index=True).rename(columns={"period": "period_start"})
-    long = wide.melt(id_vars=["period_start", "dimension"], var_name="metric", value_name="value")
-    long["grain"] = grain
-    return long[["metric", "grain", "period_start", "dimension", "value"]]
+        wide = agg.drop(columns=[kind] if kind else []).rename(columns={"period": "period_start"})
+        long = wide.melt(id_vars=["period_start", "dimension"], var_name="metric", value_name="value")
+        long["grain"] = grain
+        yield long[["metric", "grain", "period_start", "dimension", "value"]]
 
 
 def rfm_segments(r: np.ndarray, f: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -219,14 +218,13 @@ def load_shop(dsn: str, shop: Shop, log_every: int = 500_000) -> dict[str, int]:
         ),
     )
     orders = shop.orders_frame()
-    log("  analytics_summaries (minutes) ...")
-    minutes = summaries(orders, "minute")
-    for lo in range(0, len(minutes), 2_000_000):
-        copy_frame(dsn, "analytics_summaries", minutes.iloc[lo : lo + 2_000_000])
-    days = summaries(orders, "day")
-    copy_frame(dsn, "analytics_summaries", days)
-    rows["analytics_summaries"] = len(minutes) + len(days)
-    del minutes
+    log("  analytics_summaries ...")
+    rows["analytics_summaries"] = 0
+    for grain in ("minute", "day"):
+        for frame in summaries(orders, grain):
+            for lo in range(0, len(frame), 2_000_000):
+                copy_frame(dsn, "analytics_summaries", frame.iloc[lo : lo + 2_000_000])
+            rows["analytics_summaries"] += len(frame)
 
     log("  customers, cohorts ...")
     g = orders.groupby("customer")
@@ -487,8 +485,9 @@ def load_shop(dsn: str, shop: Shop, log_every: int = 500_000) -> dict[str, int]:
     return rows
 
 
-def prepare(settings: Settings, args: argparse.Namespace, now: dt.datetime) -> tuple[dict, float, bool]:
-    """The scratch database, loaded now or reused (``--keep`` with the same order count): rows, seconds, reused."""
+def prepare(settings: Settings, args: argparse.Namespace, now: dt.datetime) -> tuple[dict, float, dt.datetime | None]:
+    """The scratch database, loaded now or reused (``--keep`` with the same sizes): rows, seconds, and for a
+    reused one the time its data ends at (the benchmark then measures as of that time)."""
     dsn = settings.postgres.dsn
     marker = f"benchmarks.dashboard orders={args.orders} customers={args.customers} days={args.days}"
     try:
@@ -498,8 +497,10 @@ def prepare(settings: Settings, args: argparse.Namespace, now: dt.datetime) -> t
             found = cur.fetchone()
             if args.keep and found and found[0] and found[0].startswith(marker + " "):
                 loaded_at = dt.datetime.fromisoformat(found[0].rsplit(" ", 1)[1])
-                log(f"reusing {settings.postgres.database} (loaded {loaded_at:%Y-%m-%d %H:%M} UTC)")
-                return {}, 0.0, True
+                log(
+                    f"reusing {settings.postgres.database} (loaded {loaded_at:%Y-%m-%d %H:%M} UTC; measured as of then)"
+                )
+                return {}, 0.0, loaded_at
     except Exception:  # noqa: BLE001 - no such database yet
         pass
     started = time.monotonic()
@@ -516,7 +517,7 @@ def prepare(settings: Settings, args: argparse.Namespace, now: dt.datetime) -> t
             cur.execute(f'COMMENT ON DATABASE "{settings.postgres.database}" IS %s', (f"{marker} {now.isoformat()}",))
     finally:
         conn.close()
-    return rows, time.monotonic() - started, False
+    return rows, time.monotonic() - started, None
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -555,7 +556,8 @@ def page_callbacks(
     }
 
 
-def measure(settings: Settings, iterations: int) -> dict:
+def measure(settings: Settings, iterations: int, data_now: dt.datetime) -> dict:
+    """p50/p95 per callback, each called as of ``data_now`` plus the seconds since the measuring started."""
     from dashboard.app import create_app
     from dashboard.data import READER_ROLE, Reader, role_dsn
 
@@ -566,14 +568,19 @@ def measure(settings: Settings, iterations: int) -> dict:
         customer = cur.fetchone()[0]
     callbacks = page_callbacks(settings, reader, customer, "P00001")
     results: dict = {}
+    offset = time.monotonic()
+
+    def as_of() -> dt.datetime:
+        return data_now + dt.timedelta(seconds=time.monotonic() - offset)
+
     with app.server.app_context():
         for name, fn in callbacks.items():
-            fn(dt.datetime.now(dt.UTC))  # warm-up: imports, connections, plans
+            fn(as_of())  # warm-up: imports, connections, plans
             times = []
             for _ in range(iterations):
                 reader.cache.clear()
                 started = time.perf_counter()
-                fn(dt.datetime.now(dt.UTC))
+                fn(as_of())
                 times.append((time.perf_counter() - started) * 1000)
             results[name] = {
                 "p50_ms": round(statistics.median(times), 1),
@@ -584,7 +591,7 @@ def measure(settings: Settings, iterations: int) -> dict:
         # the same callbacks as a refresh runs them: cache on, identical queries shared within the period
         cached = Reader(reader.dsn, max_connections=4, ttl_s=settings.dashboard.refresh_ms / 1000)
         warm = page_callbacks(settings, cached, customer, "P00001")
-        now = dt.datetime.now(dt.UTC)
+        now = as_of()
         for fn in warm.values():
             fn(now)
         started = time.perf_counter()
@@ -612,10 +619,10 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     now = dt.datetime.now(dt.UTC)
     with services(base):
-        rows, load_s, reused = prepare(settings, args, now)
+        rows, load_s, data_end = prepare(settings, args, now)
         try:
             log(f"timing each page's data callbacks, {args.iterations} calls each, query cache off ...")
-            measured = measure(settings, args.iterations)
+            measured = measure(settings, args.iterations, data_end or now)
         finally:
             if not args.keep:
                 db.drop_database(settings.postgres.dsn)
@@ -632,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
             "iterations": args.iterations,
             "rows_loaded": rows,
             "load_seconds": round(load_s, 1),
-            "reused_database": reused,
+            "reused_database": data_end is not None,
+            "measured_as_of": (data_end or now).isoformat(timespec="seconds"),
             **measured,
             "max_p95_ms": max(p95s),
             "target_p95_ms": 150,

@@ -5,7 +5,8 @@ separated by new lines or commas) and/or ``ECOM_DASHBOARD_USERS_FILE`` (a file
 outside the repository, one ``name:hash`` per line, ``#`` comments), where a
 hash is a Werkzeug password hash (scrypt or pbkdf2); ``ECOM_DASHBOARD_SECRET_KEY``
 signs the session cookie (without it, a random key: sessions end when the
-dashboard restarts). Output: a login form at ``/login``, ``/logout``, and a
+dashboard restarts); ``ECOM_DASHBOARD_SECURE_COOKIE=1`` behind HTTPS. Output:
+a login form at ``/login``, ``/logout``, and a
 guard in front of every other route: pages redirect to the form, data requests
 get 401. Outside the test profile the dashboard refuses to start without users.
 
@@ -31,6 +32,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 USERS_ENV = "ECOM_DASHBOARD_USERS"
 USERS_FILE_ENV = "ECOM_DASHBOARD_USERS_FILE"
 SECRET_KEY_ENV = "ECOM_DASHBOARD_SECRET_KEY"
+SECURE_COOKIE_ENV = "ECOM_DASHBOARD_SECURE_COOKIE"  # "1" behind HTTPS: the session cookie is sent over HTTPS only
 NO_AUTH_PROFILES = {"test"}  # the only profile that may serve without users (tests that do not sign in)
 HASH_METHODS = ("scrypt:", "pbkdf2:")
 PUBLIC_PATHS = ("/login", "/assets/bootstrap-cyborg", "/_favicon.ico", "/favicon.ico", "/healthz")
@@ -132,7 +134,11 @@ def install(server: Flask, users: Mapping[str, str] | None, secret_key: str | No
     """Add the session key, ``/login``, ``/logout`` and the guard to ``server``; ``users=None`` turns
     sign-in off (test profile only, see ``required_users``)."""
     server.secret_key = secret_key or os.environ.get(SECRET_KEY_ENV) or secrets.token_hex(32)
-    server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    server.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=os.environ.get(SECURE_COOKIE_ENV) == "1",
+    )
     server.config["ECOM_AUTH_ENABLED"] = users is not None
 
     @server.route("/healthz")

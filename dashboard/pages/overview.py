@@ -90,11 +90,13 @@ def load(reader: Reader, settings: Settings, now: dt.datetime, range_key: str) -
     series = complete_periods(series, since, until, freq)
     kinds = {kind: reader.run(queries.summary_breakdown, kind, since, until) for kind in queries.DIMENSION_KINDS}
     data_until = cards["data_until"]
-    note = (
+    text = (
         "No minute metrics yet: run `ecom stream gold` (live) or `ecom batch daily`."
         if data_until is None
         else f"Cards count complete minutes up to {now:%H:%M} UTC; minute metrics reach {data_until:%Y-%m-%d %H:%M} UTC."
     )
+    # the cards' window end, for tests that compare them with their own SQL
+    note = html.Span(text, **{"data-window-end": now.replace(second=0, microsecond=0).isoformat()})
     return (
         make_cards(cards, currency),
         note,
