@@ -13,7 +13,9 @@ machine:
    up: the same rate for ``--seconds``, the same probe (ingest latency with the
    gold stage), while the minute rows of ``analytics_summaries`` are polled every
    ``--poll-s``. A minute's lag = when PostgreSQL first showed its final
-   figures (every metric and dimension, fingerprinted) - the minute's end.
+   figures (every metric and dimension, fingerprinted) - the minute's end; the
+   gold stage's own share = that - when ``transactions`` first held all the
+   minute's orders (polled every second).
    Only minutes entirely inside the sending window count; the final figures are
    those shown ``--settle-s`` after sending stopped.
 
@@ -62,45 +64,52 @@ from serving.db import connection
 
 
 class MinutePoller:
-    """Polls the fingerprint (row count, sum of values) of each minute's figures in ``analytics_summaries``."""
+    """Polls, per minute: the fingerprint (rows, sum of values) of its figures in ``analytics_summaries``, and how
+    many of its orders ``transactions`` holds (every ``orders_every`` polls)."""
 
-    def __init__(self, dsn: str, since: dt.datetime, poll_s: float):
-        self.dsn, self.since, self.poll_s = dsn, since, poll_s
-        self.seen: dict[dt.datetime, list[tuple[float, tuple]]] = {}  # minute -> [(time, fingerprint)] on change
+    FIGURES = (
+        "SELECT period_start, count(*), round(sum(value)::numeric, 6) FROM analytics_summaries "
+        "WHERE grain = 'minute' AND metric <> 'late_events' AND period_start >= %s GROUP BY 1"
+    )
+    ORDERS = "SELECT date_trunc('minute', event_time), count(*) FROM transactions WHERE event_time >= %s GROUP BY 1"
+
+    def __init__(self, dsn: str, since: dt.datetime, poll_s: float, orders_every: int = 4):
+        self.dsn, self.since, self.poll_s, self.orders_every = dsn, since, poll_s, orders_every
+        # series -> minute -> [(time, value)], a new entry whenever the value changes
+        self.seen: dict[str, dict[dt.datetime, list[tuple[float, tuple]]]] = {"figures": {}, "orders": {}}
         self.stop = threading.Event()
+
+    def _record(self, series: str, rows: list[tuple]) -> None:
+        now = time.time()
+        for minute, *value in rows:
+            history = self.seen[series].setdefault(minute, [])
+            if not history or history[-1][1] != tuple(value):
+                history.append((now, tuple(value)))
 
     def run(self) -> None:
         conn = psycopg2.connect(self.dsn)
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
+                polls = 0
                 while not self.stop.is_set():
-                    cur.execute(
-                        "SELECT period_start, count(*), round(sum(value)::numeric, 6) FROM analytics_summaries "
-                        "WHERE grain = 'minute' AND metric <> 'late_events' AND period_start >= %s GROUP BY 1",
-                        (self.since,),
-                    )
-                    now = time.time()
-                    for minute, rows, total in cur.fetchall():
-                        history = self.seen.setdefault(minute, [])
-                        if not history or history[-1][1] != (rows, total):
-                            history.append((now, (rows, total)))
+                    cur.execute(self.FIGURES, (self.since,))
+                    self._record("figures", cur.fetchall())
+                    if polls % self.orders_every == 0:
+                        cur.execute(self.ORDERS, (self.since,))
+                        self._record("orders", cur.fetchall())
+                    polls += 1
                     time.sleep(self.poll_s)
         finally:
             conn.close()
 
-    def lags(self, first: dt.datetime, last_end: dt.datetime) -> dict[str, float]:
-        """Seconds from each minute's end to the first showing of its final fingerprint, for the minutes in
-        [first, last_end)."""
-        lags = {}
-        for minute, history in sorted(self.seen.items()):
-            end = minute + dt.timedelta(minutes=1)
-            if minute < first or end > last_end:
-                continue
-            final = history[-1][1]
-            shown = next(t for t, fingerprint in history if fingerprint == final)
-            lags[minute.isoformat()] = round(shown - end.timestamp(), 2)
-        return lags
+    def final_at(self, series: str, first: dt.datetime, last_end: dt.datetime) -> dict[dt.datetime, float]:
+        """When each minute in [first, last_end) first showed its final value (epoch s)."""
+        found = {}
+        for minute, history in sorted(self.seen[series].items()):
+            if first <= minute and minute + dt.timedelta(minutes=1) <= last_end:
+                found[minute] = next(t for t, value in history if value == history[-1][1])
+        return found
 
 
 def _probe_latency(stream: ScratchStream, rate: float, seconds: float, seed: int) -> dict:
@@ -277,7 +286,11 @@ def measure_minute_lag(
             time.sleep(settle_s)
             poller.stop.set()
             polling.join()
-            lags = poller.lags(started.replace(second=0, microsecond=0) + dt.timedelta(minutes=1), ended)
+            first = started.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+            figures = poller.final_at("figures", first, ended)
+            orders = poller.final_at("orders", first, ended)
+            lags = {m.isoformat(): round(t - (m + dt.timedelta(minutes=1)).timestamp(), 2) for m, t in figures.items()}
+            behind = [round(t - orders[m], 2) for m, t in figures.items() if m in orders]
             values = list(lags.values())
             result.update(
                 {
@@ -286,6 +299,9 @@ def measure_minute_lag(
                     "minute_lag_p95_s": percentile(values, 95),
                     "minute_lag_max_s": max(values) if values else None,
                     "minute_lags_s": lags,
+                    # the gold stage's own share: final figures - the minute's last order queryable in transactions
+                    "gold_behind_ingest_p50_s": percentile(behind, 50),
+                    "gold_behind_ingest_max_s": max(behind) if behind else None,
                 }
             )
         finally:
