@@ -29,7 +29,19 @@ as early as possible:
 8. alerts -> Kafka ``fraud-alerts``; its bookkeeping row ends the batch.
 
 Every Kafka record thus ends in exactly one of silver, quarantine or
-duplicates, and a crash at any point is repaired by the replay.
+duplicates, and a crash at any point is repaired by the replay. Faults:
+
+- a record a sink still refuses (``sinks.SinkRefused``: a PostgreSQL data,
+  constraint or limit error; a silver row Arrow cannot encode) goes to
+  quarantine as ``sink_refused:<sink>:<message>`` and the batch is planned
+  again without it; the refusals are committed with the batch, so a replay
+  routes them the same way;
+- a sink that is unavailable (PostgreSQL stopped, Kafka not confirming the
+  alerts: ``faults.unavailable``) makes the batch wait and run again
+  (``faults.Backoff``, logged), up to ``stream.outage_max_s``;
+- ``start`` takes the checkpoint's lock (``checkpoint.CheckpointLock``) before
+  anything is written: a second stream on a checkpoint in use is refused;
+- ``faults.kill_point`` marks where the fault suite kills the stream (kill -9).
 
 Two ways to run it (see docs/architecture.md for why ingest is the default):
 - ``ingest`` (``ecom stream all``): one query reads Kafka and writes bronze and
@@ -47,6 +59,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Mapping
 
@@ -65,10 +78,14 @@ from ml.scoring import ChampionTracker
 from pipelines.bronze.job import read_kafka, with_bronze_columns
 from pipelines.silver import plan as p
 from pipelines.silver import transforms as t
-from pipelines.silver.sinks import SinkRefused, Sinks, sink_id
+from pipelines.silver.checkpoint import CheckpointInUse, CheckpointLock, sink_id
+from pipelines.silver.faults import Backoff, kill_point, unavailable
+from pipelines.silver.sinks import SinkRefused, Sinks
 from pipelines.silver.state import CustomerState
 
 QUERY_NAMES = {"ingest": "ingest_transactions", "silver": "silver_transactions"}
+BIND_TIMEOUT_S = 300  # the first batch waits this long at most for ``start`` to name the stream (it takes ms)
+_HELD: dict[str, tuple[CheckpointLock, StreamingQuery | None]] = {}  # checkpoint -> its lock and query, this process
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +113,25 @@ class SilverBatch:
     steps in order and times them.
     """
 
-    def __init__(self, settings: Settings, checkpoint: str, write_bronze: bool, sinks: Sinks | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        checkpoint: str,
+        write_bronze: bool,
+        sinks: Sinks | None = None,
+        expects_query: bool = False,
+    ):
         self.settings = settings
         self.write_bronze = write_bronze
         # Batch ids restart with a new checkpoint, so the idempotency keys (Delta commit tags, PostgreSQL
-        # sinks) name the checkpoint too: its path and the query id Spark keeps in it, read at the first
-        # batch (a checkpoint deleted and started again is a new query whose batch 0 is not the old one's).
+        # sinks) name the checkpoint too: its location and the id of the query running on it, which ``start``
+        # hands over with ``bind`` (a checkpoint deleted and started again is a new query whose batch 0 is not
+        # the old one's). Called without a query (tests, tools), the location alone names it.
         self.checkpoint = checkpoint
-        self.sink_id = ""
+        self.sink_id = "" if expects_query else sink_id(checkpoint)
+        self._bound = threading.Event()
+        if not expects_query:
+            self._bound.set()
         self.key = pii_key(settings)
         self.lake = settings.lake
         self.sinks = sinks or Sinks.from_settings(settings)
@@ -129,17 +157,43 @@ class SilverBatch:
             )
         )
 
+    def bind(self, query_id: str) -> None:
+        """Name the stream after the query now running on the checkpoint (``start`` calls it)."""
+        self.sink_id = sink_id(self.checkpoint, query_id)
+        self._bound.set()
+
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
+        """Run the batch; while a sink is unavailable, wait (``faults.Backoff``) and run it again: every step is
+        idempotent by batch id, so a try cut off anywhere is completed by the next."""
+        if not self._bound.wait(BIND_TIMEOUT_S):
+            raise RuntimeError(f"no query id for the stream on {self.checkpoint}: was it started with start()?")
+        backoff = Backoff(self.settings.stream, batch_id)
+        collected: dict[str, pa.Table] = {}  # the batch's Spark job runs once, whatever the tries
+        while True:
+            try:
+                self._run(batch_df, batch_id, collected)
+            except Exception as exc:
+                sink = unavailable(exc)
+                if sink is None:
+                    raise
+                wait_s = backoff.wait_s(sink, exc)
+                self.sinks.serving.close()  # a fresh connection for the next try
+                time.sleep(wait_s)
+            else:
+                backoff.recovered()
+                return
+
+    def _run(self, batch_df: DataFrame, batch_id: int, collected: dict[str, pa.Table]) -> None:
         timer = StepTimer()
-        if not self.sink_id:
-            self.sink_id = sink_id(self.checkpoint)
         if self.state is None:
             self.state = CustomerState.load(
                 self.lake.table("silver", "customer_profiles"), self.lake.table("silver", "transactions")
             )
             timer.mark("state")
+            kill_point("state_loaded")
         stream, lake, serving, alerts = self.sink_id, self.sinks.lake, self.sinks.serving, self.sinks.alerts
         begun = serving.begin(stream, batch_id)
+        kill_point("batch_begun")
         attempt = p.Attempt(begun, begun == "done" and alerts.published(stream, batch_id))
         if attempt.skip:
             log.info("batch %d was committed before; skipped", batch_id)
@@ -149,15 +203,15 @@ class SilverBatch:
         try:
             if p.ROUTED not in batch_df.columns:  # called on raw records (tests, tools), not by the stream
                 batch_df = self.prepare(batch_df)
-            routed = batch_df.toArrow()  # the batch's one Spark job: parsed, checked, routed
+            if "routed" not in collected:
+                collected["routed"] = batch_df.toArrow()  # the batch's one Spark job: parsed, checked, routed
+            routed = collected["routed"]
             timer.mark("parse")
+            kill_point("batch_collected")
             # Records a sink refused in an earlier attempt go the same way again (they are committed with the batch).
             refused = serving.refusals(stream, batch_id) if attempt.retry else {}
             rows = p.batch_rows(routed, self._refused_rows(batch_df.sparkSession, routed, refused))
-            if p.looks_up_silver(attempt, self.write_bronze):
-                stored = lake.stored(batch_df.sparkSession, rows)
-            else:
-                stored = serving.stored(rows)
+            stored = lake.stored(rows) if p.looks_up_silver(attempt, self.write_bronze) else serving.stored(rows)
             timer.mark("classify")
             while True:
                 plan = p.plan_batch(
@@ -175,20 +229,28 @@ class SilverBatch:
                 try:
                     silver = lake.encode(plan)
                     if plan.writes_postgres:
+                        kill_point("postgres_committing")
                         serving.commit(stream, batch_id, plan, refused)
                         timer.mark("postgres")
+                        kill_point("postgres_committed")
                     break
                 except SinkRefused as refusal:  # the last line: those records to quarantine, the batch again
                     refused = self._with_refused(batch_id, plan, refused, refusal)
                     rows = p.batch_rows(routed, self._refused_rows(batch_df.sparkSession, routed, refused))
-            lake.write(stream, batch_id, plan, silver)
+            try:
+                lake.write(stream, batch_id, plan, silver)
+            except BaseException:
+                self.state = None  # silver may hold part of the batch now: the next try rebuilds the state from it
+                raise
             timer.mark("lake")
+            kill_point("lake_committed")
             self.state.apply(plan.profiles, plan.silver)
             if self.state.snapshot_due(self.settings.stream.profiles_snapshot_s):
                 self.state.snapshot(self.lake.table("silver", "customer_profiles"))
                 timer.mark("profiles")
             alerts.publish(stream, batch_id, plan.alerts)
             timer.mark("kafka_alerts")
+            kill_point("batch_done")
         finally:
             self.last_timings = timer.steps
             log.info("batch %d%s: %s ms", batch_id, " (retry)" if attempt.retry else "", timer.summary())
@@ -232,28 +294,58 @@ class SilverBatch:
 
 
 def start(spark: SparkSession, settings: Settings, once: bool = False, mode: str = "ingest") -> StreamingQuery:
-    """Start the stream. ``mode``: ``ingest`` (Kafka -> bronze + silver) or ``silver`` (bronze -> silver)."""
-    prepare_lake(spark, settings)
+    """Start the stream. ``mode``: ``ingest`` (Kafka -> bronze + silver) or ``silver`` (bronze -> silver).
+
+    Refused (``CheckpointInUse``) before anything is written when another stream runs on the checkpoint.
+    """
     name = QUERY_NAMES[mode]
     checkpoint = settings.lake.checkpoint(name)
-    if mode == "ingest":
-        source = read_kafka(spark, settings)
-    else:
-        source = (
-            spark.readStream.format("delta")
-            .option("skipChangeCommits", "true")
-            .option("maxFilesPerTrigger", 1000)
-            .load(settings.lake.table("bronze", "transactions"))
-            .select(*BRONZE_SCHEMA.fieldNames())
+    lock = hold_checkpoint(checkpoint, settings)
+    try:
+        prepare_lake(spark, settings)
+        if mode == "ingest":
+            source = read_kafka(spark, settings)
+        else:
+            source = (
+                spark.readStream.format("delta")
+                .option("skipChangeCommits", "true")
+                .option("maxFilesPerTrigger", 1000)
+                .load(settings.lake.table("bronze", "transactions"))
+                .select(*BRONZE_SCHEMA.fieldNames())
+            )
+        batch = SilverBatch(settings, checkpoint, write_bronze=mode == "ingest", expects_query=True)
+        writer = (
+            batch.prepare(source)
+            .writeStream.queryName(name)
+            .foreachBatch(batch)
+            .option("checkpointLocation", checkpoint)
         )
-    batch = SilverBatch(settings, checkpoint, write_bronze=mode == "ingest")
-    writer = (
-        batch.prepare(source).writeStream.queryName(name).foreachBatch(batch).option("checkpointLocation", checkpoint)
-    )
-    writer = (
-        writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.stream.trigger_interval)
-    )
-    return writer.start()
+        writer = (
+            writer.trigger(availableNow=True)
+            if once
+            else writer.trigger(processingTime=settings.stream.trigger_interval)
+        )
+        query = writer.start()
+    except BaseException:
+        _HELD.pop(checkpoint, None)
+        lock.release()
+        raise
+    batch.bind(str(query.id))
+    _HELD[checkpoint] = (lock, query)
+    return query
+
+
+def hold_checkpoint(checkpoint: str, settings: Settings) -> CheckpointLock:
+    """The checkpoint's lock for a new query: this process's own if its last query there has ended."""
+    held = _HELD.get(checkpoint)
+    if held is not None:
+        lock, query = held
+        if query is not None and query.isActive:
+            raise CheckpointInUse(f"checkpoint {checkpoint} is in use by query {query.name} of this process")
+        return lock
+    lock = CheckpointLock(checkpoint, settings.postgres.dsn)
+    _HELD[checkpoint] = (lock, None)
+    return lock
 
 
 def main(argv: list[str] | None = None) -> None:

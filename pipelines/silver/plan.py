@@ -17,7 +17,9 @@ The decisions:
 - new events get their history features and scores; on a retry, events the first attempt stored in silver
   are served again as silver holds them, so PostgreSQL and the alerts get them even after a crash;
 - PostgreSQL is written unless the batch's commit is recorded; the lake tables on a retry only where their
-  commit tag is missing (the lake sink checks the tags).
+  commit tag is missing (the lake sink checks the tags);
+- a record a sink refused (``batch_rows(routed, refused)``) goes to quarantine with that reason, and a later
+  record of the same event in the batch takes its place.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def plan_batch(
     fresh = firsts[firsts["status"] == "new"].drop(columns="status")
     history = features.apply_history(fresh, profiles)
     new_rows = t.with_unscored_columns(history.features)
-    if model is not None:
+    if model is not None and len(new_rows):  # (an empty frame keeps the unscored columns' types)
         new_rows = score_frame(new_rows, *model, alert_threshold)
     new_rows = new_rows[SILVER_COLUMNS]
     # On a retry, the events a first attempt stored in silver are served again as silver holds them.

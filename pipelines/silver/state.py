@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from ecom.schemas import PROFILE_SCHEMA, arrow_schema
 from ml.features import ORDER_COLUMNS, Profile, apply_history, profiles_frame
+from pipelines.silver.faults import kill_point
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class CustomerState:
             profiles_frame(changed), schema=arrow_schema(PROFILE_SCHEMA), preserve_index=False
         )
         meta = json.dumps({_OFFSETS_KEY: {str(p): o for p, o in sorted(self.offsets.items())}})
+        kill_point("snapshot_writing")
         (
             RsDeltaTable(path)
             .merge(
@@ -86,6 +88,7 @@ class CustomerState:
             .when_not_matched_insert_all()
             .execute()
         )
+        kill_point("snapshot_committed")
         self.dirty.clear()
         self.last_snapshot = time.monotonic()
         return len(changed)

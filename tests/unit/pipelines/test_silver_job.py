@@ -8,8 +8,9 @@ import pandas as pd
 import pyarrow as pa
 
 from ecom.schemas import SILVER_SCHEMA, arrow_schema
+from pipelines.silver.checkpoint import sink_id
 from pipelines.silver.plan import driver_frame, struct_rows
-from pipelines.silver.sinks import rows_of, sink_id
+from pipelines.silver.sinks import rows_of
 
 TS = dt.datetime(2026, 11, 25, 12, 0, 0)
 
@@ -59,14 +60,11 @@ def test_arrow_schema_follows_the_silver_schema():
     assert schema.field("event_time").type == pa.timestamp("us", tz="UTC")
 
 
-def test_a_recreated_checkpoint_is_a_new_sink(tmp_path):
-    """Batch ids restart with a new checkpoint: its bookkeeping must not be mistaken for the old one's."""
-    checkpoint = tmp_path / "cp"
-    before_any_query = sink_id(str(checkpoint))  # no metadata yet: the path alone
-    checkpoint.mkdir()
-    (checkpoint / "metadata").write_text('{"id":"6a1c0f4e-0000-4000-8000-000000000001"}\n')
-    first = sink_id(str(checkpoint))
-    assert first != before_any_query
-    (checkpoint / "metadata").write_text('{"id":"6a1c0f4e-0000-4000-8000-000000000002"}\n')
-    assert sink_id(str(checkpoint)) != first
-    assert first.startswith("silver-") and first != sink_id(str(tmp_path / "other"))
+def test_the_stream_is_named_by_checkpoint_location_and_query_id_for_any_location():
+    """Batch ids restart with a new query on a checkpoint (deleted and started again): its bookkeeping must not be
+    mistaken for the old one's. The id comes from the running query, so object-store locations work too."""
+    first, second = "6a1c0f4e-0000-4000-8000-000000000001", "6a1c0f4e-0000-4000-8000-000000000002"
+    for location in ("/data/checkpoints/ingest_transactions", "s3a://bucket/checkpoints/ingest_transactions"):
+        names = {sink_id(location, first), sink_id(location, second), sink_id(location)}
+        assert len(names) == 3 and all(n.startswith("silver-") for n in names)
+    assert sink_id("s3a://bucket/a", first) != sink_id("s3a://bucket/b", first)

@@ -126,7 +126,8 @@ class FlagsBigOrders:
 
     def score(self, pdf: pd.DataFrame) -> pd.DataFrame:
         scores = [95.0 if a > 1000 else 5.0 for a in pdf["amount_value"]]
-        return pd.DataFrame({"fraud_score": scores, "fraud_reasons": [["big"] if s > 50 else [] for s in scores]})
+        reasons = [["big"] if s > 50 else [] for s in scores]
+        return pd.DataFrame({"fraud_score": scores, "fraud_reasons": reasons}, index=pdf.index)
 
 
 def test_new_orders_are_scored_and_alerts_are_those_at_the_threshold():
