@@ -124,3 +124,50 @@ def test_a_broker_outage_under_load_loses_nothing_acknowledged_and_counts_every_
     assert set(impatient_topic.values()) == {1}
     assert {eid for eid, _ in acknowledged} <= set(impatient_topic), "an acknowledged order is missing"
     assert any(at > timeline["up"] for _, at in acknowledged), "the impatient producer never delivered again"
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(1500)
+def test_the_ingest_stream_rides_out_a_broker_outage_and_reconciles_exactly(isolated, tmp_path, record_property):
+    """The stream runs through the outage (a broker of its own, the test's lake and database): afterwards every
+    acknowledged order is in bronze, silver and PostgreSQL once, and ``ecom reconcile`` is exact."""
+    from tests.integration.test_silver_faults import Stream, assert_exact, pg_count
+
+    settings = private_kafka(isolated, tmp_path / "broker")
+    kafka = EmbeddedKafka(settings)
+    kafka.start()
+    outage_s = 60.0
+    stream = Stream(settings, tmp_path / "stream.log", ECOM_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers)
+    try:
+        producer = TransactionProducer(settings)
+        sim = TransactionSimulator(settings.simulator, seed=12)
+        warm_up = 2000  # the stream is running and has served these before the broker goes away
+        run_live(settings, producer, sim, 1000.0, count=warm_up, progress=False)
+        assert wait_until(lambda: pg_count(settings) >= warm_up, 600, 1), stream.tail()
+        timeline: dict[str, float] = {}
+
+        def outage() -> None:
+            time.sleep(BEFORE_S)
+            kafka.stop()
+            timeline["down"] = time.monotonic()
+            time.sleep(outage_s)
+            kafka.start()
+            timeline["up"] = time.monotonic()
+
+        chaos = threading.Thread(target=outage, daemon=True)
+        chaos.start()
+        producer = TransactionProducer(settings)
+        run_live(settings, producer, sim, 100.0, duration=BEFORE_S + outage_s + RESTART_BUDGET_S, progress=False)
+        chaos.join(timeout=120)
+        assert producer.stats.failed == 0, producer.stats.errors
+        orders = warm_up + producer.stats.delivered - producer.stats.labels_delivered
+        caught_up = wait_until(lambda: pg_count(settings) >= orders or stream.process.poll() is not None, 600, 1)
+        assert caught_up and stream.process.poll() is None, f"the stream died or lagged:\n{stream.tail()}"
+        record_property("orders", orders)
+        record_property("downtime_s", round(timeline["up"] - timeline["down"], 1))
+        record_property("caught_up_after_s", round(time.monotonic() - timeline["up"], 1))
+        stream.kill()
+        assert_exact(settings, orders, silver=orders, quarantine=0, duplicates=0)
+    finally:
+        stream.kill()
+        kafka.stop()
