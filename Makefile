@@ -1,5 +1,5 @@
 # One target per thing a person does. `make help` lists them.
-.PHONY: help setup demo test test-unit test-fast lint format up down status bench clean
+.PHONY: help setup demo test test-unit test-fast chaos lint format up down status bench clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -13,6 +13,9 @@ demo: setup ## run the whole pipeline on embedded services with a live dashboard
 test: ## set up (incl. browser) and run every test: unit, integration, end to end
 	@bin/setup --browser
 	@.venv/bin/pytest
+
+chaos: setup ## fault suite on the real local stack (outages, kill -9, fuzzing, ~1 h); table in docs/chaos.md
+	@.venv/bin/python -m tests.chaos --doc docs/chaos.md
 
 test-unit: setup ## unit tests only
 	@.venv/bin/pytest tests/unit

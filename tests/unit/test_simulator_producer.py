@@ -173,6 +173,7 @@ class StalledClient(FakeClient):
         raise KafkaTimeoutError("Timeout waiting for future")
 
 
+@pytest.mark.fault
 def test_a_stalled_client_is_replaced_and_its_unanswered_sends_count_as_failed(settings, monkeypatch):
     import simulator.producer as producer_module
 
@@ -191,6 +192,7 @@ def test_a_stalled_client_is_replaced_and_its_unanswered_sends_count_as_failed(s
     assert clients == []  # the fresh client took over
 
 
+@pytest.mark.fault
 def test_closing_a_stalled_client_counts_what_has_no_outcome_instead_of_waiting_forever(settings):
     client = StalledClient()
     producer = TransactionProducer(settings, producer=client)  # a client passed in is never replaced

@@ -14,6 +14,8 @@ import pytest
 
 from ecom.runtime.process import ManagedProcess, ProcessIdentity, start_ticks
 
+pytestmark = pytest.mark.fault
+
 NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
 
 

@@ -7,6 +7,8 @@ import pytest
 from ecom.runtime.postgres import server_options
 from ecom.settings import CONF_DIR, load_settings
 
+pytestmark = pytest.mark.fault
+
 PROFILES = sorted(p.stem for p in CONF_DIR.glob("*.yaml") if p.stem != "base")
 
 
