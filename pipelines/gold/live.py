@@ -656,7 +656,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from ecom.spark import get_spark
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)  # one line per micro-batch
     settings = get_settings(args.profile)
     start(get_spark(settings, QUERY_NAME), settings, once=args.once).awaitTermination()
 
