@@ -204,3 +204,15 @@ def test_closing_a_stalled_client_counts_what_has_no_outcome_instead_of_waiting_
     stats = producer.stats
     assert (stats.sent, stats.delivered, stats.failed, stats.pending) == (2, 0, 2, 0)
     assert "without an outcome" in stats.errors[-1]
+
+
+@pytest.mark.fault
+def test_a_crashed_backfill_worker_reports_what_was_delivered_and_counts_the_rest_as_failed(settings):
+    from simulator.runner import _failed_report
+
+    producer = TransactionProducer(settings, producer=FakeClient(fail_marker=b"C666"))
+    for customer in ("C1", "C666", "C2"):
+        producer.send(_order(None, customer))
+    report = _failed_report(producer, 10, RuntimeError("worker crashed"))  # asked for 10 orders, sent 3
+    assert (report["sent"], report["delivered"], report["failed"]) == (10, 2, 8)
+    assert "worker crashed" in report["errors"][0]
