@@ -27,7 +27,7 @@ FILLED_BY = {
     "daily": "ecom batch daily",
     "stream": "ecom stream all",
     "scores": "ecom train, then ecom stream all",
-    "labels": "triage alerts on this page",
+    "labels": "mark alerts in the table as confirmed fraud or false positive",
 }
 
 
@@ -208,11 +208,12 @@ def make_score_histogram_figure(df: pd.DataFrame, threshold: float) -> dict:
 
 
 def make_alert_rate_figure(df: pd.DataFrame) -> dict:
-    """Alerts per order over time, from ``period, orders, alerts`` (periods without orders are gaps)."""
+    """Alerts per scored order over time, from ``period, alerts, scored`` (periods without scored orders are
+    gaps)."""
     title = "Alert rate, last 24 h"
-    if df.empty or not (df["orders"].fillna(0) > 0).any():
-        return make_empty_figure(title, "no minute metrics in this range yet", FILLED_BY["summaries"])
-    rate = 100 * df["alerts"] / df["orders"].where(df["orders"] > 0)
+    if df.empty or not (df["scored"].fillna(0) > 0).any():
+        return make_empty_figure(title, "no scored orders in the minute metrics of 24 h", FILLED_BY["summaries"])
+    rate = 100 * df["alerts"] / df["scored"].where(df["scored"] > 0)
     line = {
         "type": "scatter",
         "mode": "lines+markers",
@@ -235,7 +236,7 @@ def make_precision_recall_figure(df: pd.DataFrame) -> dict:
     """Daily precision and recall (0-1) where labels exist, from ``precision_recall``."""
     title = "Precision and recall by day"
     if df.empty or df[["precision", "recall"]].isna().all().all():
-        return make_empty_figure(title, "no labelled alerts or orders in the last 14 days", FILLED_BY["labels"])
+        return make_empty_figure(title, "no labelled alerts or orders in the last 14 days:<br>" + FILLED_BY["labels"])
     x = _times(df["day"])
     data = [
         {
@@ -426,7 +427,7 @@ def make_lag_figure(df: pd.DataFrame, note: str | None = None) -> dict:
         "textposition": "auto",
         "marker": {"color": PURPLE},
     }
-    layout = {"yaxis": _axis(title={"text": "records behind"}, rangemode="tozero")}
+    layout = {"yaxis": _axis(title={"text": "records behind"}, rangemode="tozero"), "margin": {**MARGIN, "b": 64}}
     if note:
         layout["annotations"] = [
             {
@@ -435,7 +436,8 @@ def make_lag_figure(df: pd.DataFrame, note: str | None = None) -> dict:
                 "xref": "paper",
                 "yref": "paper",
                 "x": 0,
-                "y": -0.22,
+                "y": -0.2,
+                "yanchor": "top",
                 "xanchor": "left",
                 "font": {"size": 10, "color": GREY},
             }
@@ -516,5 +518,7 @@ def make_late_events_figure(df: pd.DataFrame) -> dict:
     title = "Late events (after the watermark), last 24 h"
     if df.empty:
         return make_empty_figure(title, "no minute metrics in 24 h", FILLED_BY["summaries"])
+    if not (df["late_events"].fillna(0) > 0).any():
+        return make_empty_figure(title, "no late events in 24 h")
     bar = {"type": "bar", "x": _times(df["period"]), "y": _values(df["late_events"]), "marker": {"color": ORANGE}}
     return _figure([bar], title, xaxis=_axis(type="date"), yaxis=_axis(title={"text": "events"}, rangemode="tozero"))

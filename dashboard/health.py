@@ -122,7 +122,7 @@ def consumer_lag(settings: Settings) -> tuple[pd.DataFrame, str]:
     if progress is None:
         return lag_frame(end, {}), "the stream has not committed a batch yet (`ecom stream all`)"
     batch, offsets = progress
-    return lag_frame(end, offsets.get(topic, {})), f"committed batch {batch} of {checkpoint}"
+    return lag_frame(end, offsets.get(topic, {})), f"stream progress: committed batch {batch} ({Path(checkpoint).name})"
 
 
 def champion(settings: Settings) -> dict | None:

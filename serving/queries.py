@@ -88,37 +88,46 @@ def card_windows(now: dt.datetime) -> dict[str, tuple[dt.datetime, dt.datetime, 
     return windows
 
 
-def overview_cards(db, now: dt.datetime, metrics: Sequence[str] = ("orders", "revenue", "alerts")) -> dict:
-    """Sums of ``metrics`` for the whole shop per card window: ``{metric: {window: (current, previous)}}``,
-    plus ``data_until``, the end of the newest minute with orders (None without any)."""
+# The whole shop per minute, with the orders that were scored: alerts / alert_rate, or every order of a
+# minute without alerts; gold writes no alert_rate row for a minute without scored orders.
+SHOP_MINUTES = """
+    SELECT period_start, orders, revenue, alerts,
+           CASE WHEN alert_rate IS NULL THEN 0 WHEN alert_rate > 0 THEN alerts / alert_rate ELSE orders END AS scored
+    FROM (
+        SELECT period_start,
+               coalesce(sum(value) FILTER (WHERE metric = 'orders'), 0) AS orders,
+               coalesce(sum(value) FILTER (WHERE metric = 'revenue'), 0) AS revenue,
+               coalesce(sum(value) FILTER (WHERE metric = 'alerts'), 0) AS alerts,
+               max(value) FILTER (WHERE metric = 'alert_rate') AS alert_rate
+        FROM analytics_summaries
+        WHERE grain = 'minute' AND dimension = '' AND metric IN ('orders', 'revenue', 'alerts', 'alert_rate')
+          AND period_start >= %(since)s AND period_start < %(until)s
+        GROUP BY period_start
+    ) m
+"""
+CARD_FIGURES = ("orders", "revenue", "alerts", "scored")
+
+
+def overview_cards(db, now: dt.datetime) -> dict:
+    """The whole shop's orders, revenue, alerts and scored orders per card window:
+    ``{figure: {window: (current, previous)}}``, plus ``data_until``, the end of the newest minute with orders
+    (None without any)."""
     windows = card_windows(now)
-    params: dict = {"metrics": list(metrics)}
+    params: dict = {}
     columns = []
     for name, (start, end, prev_start, prev_end) in windows.items():
         for part, (a, b) in (("current", (start, end)), ("previous", (prev_start, prev_end))):
             key = f"{name}_{part}"
             params[f"{key}_a"], params[f"{key}_b"] = a, b
-            columns.append(
-                f"coalesce(sum(value) FILTER (WHERE period_start >= %({key}_a)s AND period_start < %({key}_b)s), 0)"
-                f"::float8 AS {key}"
-            )
+            window = f"period_start >= %({key}_a)s AND period_start < %({key}_b)s"
+            columns += [f"coalesce(sum({f}) FILTER (WHERE {window}), 0)::float8 AS {f}_{key}" for f in CARD_FIGURES]
     params["since"] = min(w[2] for w in windows.values())
     params["until"] = max(w[1] for w in windows.values())
-    sql = f"""
-        SELECT metric, {", ".join(columns)}
-        FROM analytics_summaries
-        WHERE grain = 'minute' AND dimension = '' AND metric = ANY(%(metrics)s)
-          AND period_start >= %(since)s AND period_start < %(until)s
-        GROUP BY metric
-    """
-    frame = _frame(db, sql, params).set_index("metric")
-    cards: dict = {}
-    for metric in metrics:
-        row = frame.loc[metric] if metric in frame.index else None
-        cards[metric] = {
-            name: (0.0, 0.0) if row is None else (float(row[f"{name}_current"]), float(row[f"{name}_previous"]))
-            for name in windows
-        }
+    row = _frame(db, f"SELECT {', '.join(columns)} FROM ({SHOP_MINUTES}) minutes", params).iloc[0]
+    cards: dict = {
+        f: {name: (float(row[f"{f}_{name}_current"]), float(row[f"{f}_{name}_previous"])) for name in windows}
+        for f in CARD_FIGURES
+    }
     latest = _one(
         db,
         "SELECT max(period_start) FROM analytics_summaries"
@@ -126,6 +135,18 @@ def overview_cards(db, now: dt.datetime, metrics: Sequence[str] = ("orders", "re
     )[0]
     cards["data_until"] = None if latest is None else latest + dt.timedelta(minutes=1)
     return cards
+
+
+def alert_rate_series(db, since: dt.datetime, until: dt.datetime, bucket: str = "hour") -> pd.DataFrame:
+    """Per bucket of [since, until) with orders: ``period``, ``alerts`` and ``scored`` orders (the alert rate is
+    alerts / scored; unscored orders, e.g. before the first model, do not count)."""
+    unit, _ = BUCKETS[bucket]
+    sql = f"""
+        SELECT date_trunc('{unit}', period_start, 'UTC') AS period, sum(alerts)::float8 AS alerts,
+               sum(scored)::float8 AS scored
+        FROM ({SHOP_MINUTES}) minutes GROUP BY 1 ORDER BY 1
+    """
+    return _frame(db, sql, {"since": since, "until": until})
 
 
 def _summary_rows(bucket: str, dimension_sql: str) -> str:

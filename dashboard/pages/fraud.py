@@ -129,7 +129,7 @@ def load_charts(reader: Reader, settings: Settings, now: dt.datetime) -> tuple:
     """Score distribution, alert rate over the last 24 h, precision and recall over 14 days."""
     since = (now - dt.timedelta(hours=24)).replace(second=0, microsecond=0)
     scores = reader.run(queries.score_distribution, now)
-    rate = reader.run(queries.summary_series, since, now, "hour", ("orders", "alerts"))
+    rate = reader.run(queries.alert_rate_series, since, now, "hour")
     pr = reader.run(queries.precision_recall, now)
     return (
         make_score_histogram_figure(scores, settings.fraud.alert_threshold),

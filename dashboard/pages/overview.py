@@ -55,8 +55,9 @@ def make_cards(cards: dict, currency: str) -> list[dbc.Col]:
             metric_row(label, ids.card_value("revenue", window), f"{r_now:,.2f}", r_now, r_prev, before)
         )
     (o_now, o_prev), (r_now, r_prev), (a_now, a_prev) = orders["today"], revenue["today"], alerts["today"]
+    s_now, s_prev = cards["scored"]["today"]
     aov_now, aov_prev = _ratio(r_now, o_now), _ratio(r_prev, o_prev)
-    rate_now, rate_prev = _ratio(a_now, o_now), _ratio(a_prev, o_prev)
+    rate_now, rate_prev = _ratio(a_now, s_now), _ratio(a_prev, s_prev)  # alerts per scored order
     yesterday = "same hours yesterday"
     today_rows = [
         metric_row(

@@ -93,6 +93,9 @@ def test_cards_sum_complete_minutes_per_window_against_the_period_before(shop):
     }
     revenue = {t: 10.0 * n for t, n in orders.items()}
     rows = minute_rows("orders", orders) + minute_rows("revenue", revenue) + minute_rows("alerts", {END - m: 1})
+    # scored orders: 2 of the last minute's 5 (1 alert at a rate of 0.5), all 4 of the minute before (rate 0),
+    # none of the other minutes (no alert_rate row: nothing scored)
+    rows += minute_rows("alert_rate", {END - m: 0.5, END - 2 * m: 0.0})
     rows += minute_rows("orders", {END - m: 3}, "channel=web")  # a dimension row never counts in the cards
     write(dsn, "analytics_summaries", ("metric", "grain", "period_start", "dimension", "value"), rows,
           ("metric", "grain", "period_start", "dimension"))  # fmt: skip
@@ -104,6 +107,10 @@ def test_cards_sum_complete_minutes_per_window_against_the_period_before(shop):
     assert o["today"] == (5 + 4 + 10 + 7, 50)  # midnight to 10:30, against yesterday's 00:00 to 10:30
     assert cards["revenue"]["day"] == (1260.0, 500.0)
     assert cards["alerts"]["minute"] == (1.0, 0.0)
+    assert cards["scored"]["minute"] == (2.0, 4.0) and cards["scored"]["today"] == (6.0, 0.0)
+    hours = reader.run(queries.alert_rate_series, END - dt.timedelta(hours=1), NOW, "hour")
+    # 09:30-10:29 holds three minutes with orders, all in the 10:00 hour
+    assert hours.to_dict("records") == [{"period": END.replace(minute=0), "alerts": 1.0, "scored": 6.0}]
     assert cards["data_until"] == END + m
 
 

@@ -69,10 +69,10 @@ def test_score_histogram_colours_buckets_at_or_over_the_threshold_and_marks_it()
     assert fig["layout"]["shapes"][0]["x0"] == 80
 
 
-def test_alert_rate_is_alerts_per_order_in_percent_with_gaps_where_no_orders():
+def test_alert_rate_is_alerts_per_scored_order_in_percent_with_gaps_where_none_was_scored():
     df = pd.DataFrame(
         {"period": pd.to_datetime(["2026-11-25 10:00", "2026-11-25 11:00", "2026-11-25 12:00"], utc=True),
-         "orders": [200.0, 0.0, float("nan")], "alerts": [3.0, 0.0, float("nan")]}
+         "scored": [200.0, 0.0, float("nan")], "alerts": [3.0, 0.0, float("nan")]}
     )  # fmt: skip
     fig = f.make_alert_rate_figure(df)
     assert fig["data"][0]["y"] == [1.5, None, None]
@@ -86,7 +86,7 @@ def test_precision_recall_plots_both_and_is_empty_without_labels():
     fig = f.make_precision_recall_figure(df)
     assert fig["data"][0]["y"] == [0.5, None] and fig["data"][1]["y"] == [0.75, 1.0]
     empty = f.make_precision_recall_figure(df.assign(precision=float("nan"), recall=float("nan")))
-    assert empty["data"] == [] and "triage" in empty["layout"]["annotations"][0]["text"]
+    assert empty["data"] == [] and "confirmed fraud or false positive" in empty["layout"]["annotations"][0]["text"]
 
 
 def test_segment_sizes_add_up_the_movement_rows_of_each_segment():

@@ -38,14 +38,28 @@ def test_overview_cards_show_values_and_derived_ratios_with_their_changes(dash_a
         "orders": {**zero, "day": (1200.0, 1000.0), "today": (400.0, 500.0)},
         "revenue": {**zero, "day": (36000.5, 30000.0), "today": (10000.0, 10000.0)},
         "alerts": {**zero, "today": (8.0, 5.0)},
+        "scored": {**zero, "today": (400.0, 500.0)},
     }
     text = _text(make_cards(cards, "EUR"))
     assert f"'{ids.card_value('orders', 'day')}'" in text
     assert "1,200" in text and "▲ 20.0 %" in text  # orders in the last 24 h
     assert "36,000.50" in text
     assert "25.00 EUR" in text  # today's average order: 10,000 / 400
-    assert "2.00 %" in text  # alert rate: 8 / 400
+    assert "2.00 %" in text  # alert rate: 8 alerts / 400 scored orders
     assert "▲ 100.0 %" in text  # alert rate 2 % against 1 % (5 / 500)
+
+
+def test_the_alert_rate_card_counts_scored_orders_only(dash_app):
+    from dashboard.pages.overview import make_cards
+
+    zero = {w: (0.0, 0.0) for w in ("minute", "hour", "day", "today")}
+    cards = {
+        "orders": {**zero, "today": (1000.0, 0.0)},  # 800 of them were backfilled before any model: unscored
+        "revenue": zero,
+        "alerts": {**zero, "today": (4.0, 0.0)},
+        "scored": {**zero, "today": (200.0, 0.0)},
+    }
+    assert "2.00 %" in _text(make_cards(cards, "USD"))  # 4 / 200, not 4 / 1000
 
 
 def test_alert_rows_carry_the_alert_id_the_currency_and_readable_status(dash_app):
