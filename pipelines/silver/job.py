@@ -109,8 +109,8 @@ class StepTimer:
 class SilverBatch:
     """The ``foreachBatch`` function of the silver (and ingest) stream: the orchestrator of one micro-batch.
 
-    The decisions are ``plan.plan_batch``'s, the writing is the sinks' (``sinks.Sinks``); this only runs the
-    steps in order and times them.
+    The decisions are ``plan.plan_batch``'s, the writing is the sinks' (``sinks.Sinks``); this runs the steps
+    in order, times them, and runs the batch again while a sink is unavailable.
     """
 
     def __init__(
