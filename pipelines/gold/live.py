@@ -457,28 +457,6 @@ class MinuteBatch:
         query = next((q for q in spark.streams.active if q.name == self.query_name), None)
         return f"gold-minutes-{query.id if query is not None else self.query_name}"
 
-    def _resume(self, spark: SparkSession, batch_id: int) -> LiveMinutes:
-        """The state as it was after the last batch committed before ``batch_id`` (empty on a first start)."""
-        state = LiveMinutes.from_settings(self.settings)
-        with self._db() as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT batch_id, progress FROM stream_progress WHERE sink = %s AND batch_id < %s "
-                "ORDER BY batch_id DESC LIMIT 1",
-                (self.sink, batch_id),
-            )
-            found = cur.fetchone()
-        if found is None:
-            return state
-        progress = found[1]
-        start = pd.Timestamp(progress["watermark"]).floor("min") if progress.get("watermark") else None
-        rows = open_silver_rows(spark, self.settings, start) if progress.get("offsets") else empty_live_rows()
-        state.resume(progress, rows)
-        log.info(
-            "live minutes resumed after batch %d: watermark %s, %d open minutes from %d silver rows",
-            found[0], state.watermark, len(state.minutes), rows.num_rows,
-        )  # fmt: skip
-        return state
-
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         spark = batch_df.sparkSession
         started = time.perf_counter()
@@ -493,7 +471,7 @@ class MinuteBatch:
         if not self.sink:
             self.sink = self._sink(spark)
         if self.state is None:
-            self.state = self._resume(spark, batch_id)
+            self.state = resume_minutes(spark, self.settings, self._db(), self.sink, batch_id)
             mark("resume")
         rows = batch_df.toArrow()
         mark("read")
@@ -521,6 +499,36 @@ class MinuteBatch:
             changes.watermark, batch_id, " (replay)" if written is None else "",
             ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
         )  # fmt: skip
+
+
+def resume_minutes(spark: SparkSession, settings: Settings, conn, sink: str, batch_id: int) -> LiveMinutes:
+    """The live minutes of ``sink`` as they were after its last batch committed before ``batch_id`` (recorded in
+    ``stream_progress``), open minutes rebuilt from silver; empty on a first start. Any stream that folds silver
+    rows (this stage, or the ingest micro-batch) calls it at its first batch and on a retry."""
+    state = LiveMinutes.from_settings(settings)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT batch_id, progress FROM stream_progress WHERE sink = %s AND batch_id < %s "
+            "ORDER BY batch_id DESC LIMIT 1",
+            (sink, batch_id),
+        )
+        found = cur.fetchone()
+    if found is None:
+        return state
+    progress = found[1]
+    start = pd.Timestamp(progress["watermark"]).floor("min") if progress.get("watermark") else None
+    rows = open_silver_rows(spark, settings, start) if progress.get("offsets") else empty_live_rows()
+    state.resume(progress, rows)
+    log.info(
+        "live minutes resumed after batch %d: watermark %s, %d open minutes from %d silver rows",
+        found[0], state.watermark, len(state.minutes), rows.num_rows,
+    )  # fmt: skip
+    return state
+
+
+def live_rows(silver: pd.DataFrame) -> pa.Table:
+    """Silver rows held as pandas (the ingest micro-batch's new rows) -> the Arrow rows ``LiveMinutes.fold`` takes."""
+    return pa.Table.from_pandas(silver[list(LIVE_COLUMNS)], schema=arrow_schema(LIVE_SCHEMA), preserve_index=False)
 
 
 def empty_live_rows() -> pa.Table:

@@ -15,7 +15,14 @@ from pyspark.sql import types as T
 
 from ecom.schemas import MINUTE_METRICS_SCHEMA, SILVER_SCHEMA
 from pipelines.gold import fx, orders
-from pipelines.gold.live import LIVE_COLUMNS, LiveMinutes, minute_metrics, reporting_rates, with_late_events
+from pipelines.gold.live import (
+    LIVE_COLUMNS,
+    LiveMinutes,
+    live_rows,
+    minute_metrics,
+    reporting_rates,
+    with_late_events,
+)
 
 M0 = dt.datetime(2026, 11, 20, 10, 0)  # the minute under test
 M1 = M0 + dt.timedelta(minutes=1)
@@ -221,3 +228,11 @@ def test_minute_rows_have_the_declared_columns(spark, live):
     changes = live.fold(batch(spark, [E1]))
     assert list(changes.figures.columns) == MINUTE_METRICS_SCHEMA.fieldNames()
     spark.createDataFrame(changes.figures, MINUTE_METRICS_SCHEMA)  # types fit the table's schema
+
+
+def test_rows_held_as_pandas_fold_the_same(spark, live):
+    """The ingest micro-batch holds its new silver rows as pandas (naive UTC times, Decimal amounts, item dicts)."""
+    frame = batch(spark, [E1, E2, E3]).to_pandas()
+    frame["event_time"] = frame["event_time"].dt.tz_convert(None)
+    changes = live.fold(live_rows(frame))
+    assert_figures(as_spark(spark, changes.figures), figures(spark, M0, M0_FIGURES))
