@@ -62,6 +62,7 @@ from ecom.settings import Settings, get_settings
 from pipelines.gold import fx
 from pipelines.gold.summaries import (
     FIGURE_COLUMNS,
+    MICROS,
     OVERALL,
     SUMMARY_COLUMNS,
     SUMMARY_KEY,
@@ -180,7 +181,7 @@ class _Figures:
     """Running figures of one (minute, dimension, value)."""
 
     orders: int = 0
-    revenue: float = 0.0
+    revenue_micros: int = 0  # whole millionths of the reporting currency (summaries.MICROS)
     alerts: int = 0
     scored: int = 0
     customers: set = field(default_factory=set)
@@ -211,7 +212,8 @@ def minute_frame(records: Sequence[tuple[tuple, _Figures, int]], updated_at: dt.
     """``MINUTE_COLUMNS`` rows (source ``stream``) from ((window_start, dimension, value), figures, late events)."""
     rows = [
         (
-            start, dimension, value, f.orders, f.revenue, f.revenue / f.orders if f.orders else None,
+            start, dimension, value, f.orders, f.revenue_micros / MICROS,
+            f.revenue_micros / MICROS / f.orders if f.orders else None,
             len(f.customers), f.alerts, f.alerts / f.scored if f.scored else None, late, STREAM, start.date(),
             updated_at,
         )
@@ -291,15 +293,18 @@ class LiveMinutes:
             if len(set(ids)) < len(ids):
                 raise ValueError("a batch of silver rows holds an event id twice")
             dims = dims.filter(pc.is_in(dims["event_id"], value_set=pa.array(fresh, pa.string())))
-        groups = dims.group_by(["window", "dimension", "dimension_value"], use_threads=False).aggregate(
-            [("event_id", "count"), ("revenue", "sum"), ("is_alert", "sum"), ("is_scored", "sum"), ("customer_id", "distinct")]
+        micros = np.floor(dims["revenue"].to_numpy() * MICROS + 0.5).astype(np.int64)  # half up, as Spark's round
+        groups = (
+            dims.append_column("micros", pa.array(micros))
+            .group_by(["window", "dimension", "dimension_value"], use_threads=False)
+            .aggregate([("event_id", "count"), ("micros", "sum"), ("is_alert", "sum"), ("is_scored", "sum"), ("customer_id", "distinct")])
         )  # fmt: skip
         touched = set()
         for g in groups.to_pylist():
             start = _stamp(g["window"])
             figures = self.minutes.setdefault(start, {}).setdefault((g["dimension"], g["dimension_value"]), _Figures())
             figures.orders += g["event_id_count"]
-            figures.revenue += g["revenue_sum"]
+            figures.revenue_micros += g["micros_sum"]
             figures.alerts += g["is_alert_sum"]
             figures.scored += g["is_scored_sum"]
             figures.customers.update(g["customer_id_distinct"])
