@@ -87,8 +87,14 @@ def set_role_passwords(dsn: str, passwords: dict[str, str | None]) -> list[str]:
     return done
 
 
-class UnstorableValue(ValueError):
-    """A value PostgreSQL cannot store (text holding U+0000). Names the table, row and column, not the value."""
+class UnstorableValue(psycopg2.DataError):
+    """A value PostgreSQL cannot store (text holding U+0000). Names the table, row and column, not the value.
+
+    It is the error PostgreSQL itself gives (a data exception, SQLSTATE 22021), raised before anything is sent,
+    so callers treat both alike (the silver stream's last line quarantines the record).
+    """
+
+    pgcode = "22021"
 
     def __init__(self, table: str, row: int, column: str):
         super().__init__(f"{table}: row {row}, column {column} holds U+0000, which PostgreSQL text cannot store")

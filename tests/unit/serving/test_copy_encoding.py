@@ -65,5 +65,6 @@ def test_a_nul_character_is_refused_naming_where_it_is_and_nothing_is_sent(rows,
     with pytest.raises(UnstorableValue) as refused:
         copy_rows(cur, "transactions", ("a", "b"), rows)
     assert (refused.value.table, refused.value.row, refused.value.column) == ("transactions", row, column)
+    assert refused.value.pgcode == "22021"  # what PostgreSQL answers for U+0000: callers treat both alike
     assert "\x00" not in str(refused.value)
     assert cur.sent == []
