@@ -62,6 +62,8 @@ def _interrupt_a_first_run(settings, root: Path, step: str, interrupt: str, reco
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # as from a terminal: a shell's background jobs (CI, nohup) inherit SIGINT ignored
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     run_dir = root / "data" / "run"
     started: list[ProcessIdentity] = []
