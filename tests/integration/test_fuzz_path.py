@@ -38,7 +38,7 @@ from ecom.schemas import (
     PAYMENT_METHODS,
 )
 from pipelines.silver.job import SilverBatch
-from pipelines.silver.sinks import ALERT_COLUMNS, TX_COLUMNS, alert_message
+from pipelines.silver.sinks import ALERT_COLUMNS, CUSTOMER_COLUMNS, TX_COLUMNS, alert_message
 from serving import db
 from tests.conftest import with_topic
 
@@ -319,6 +319,17 @@ def test_copy_refuses_a_nul_before_sending_anything(isolated):
                None, None, None, None, None, None, 0, 0, dt.datetime(2026, 1, 1))  # fmt: skip
         with pytest.raises(db.UnstorableValue, match="column transaction_id"):
             db.upsert_rows(cur, "transactions", TX_COLUMNS, ("event_id",), [row])
+
+
+def test_a_customers_running_total_holds_many_orders_of_the_largest_amount(isolated):
+    """10,000 orders of the largest amount DECIMAL(12,2) allows: beyond NUMERIC(14,2), within NUMERIC(20,2)."""
+    largest, orders = Decimal("9999999999.99"), 10_000
+    now = dt.datetime(2026, 1, 1)
+    row = ("big-spender", None, now, now, orders, largest * orders, largest, now)
+    with db.connection(isolated.postgres.dsn) as conn, conn.cursor() as cur:
+        db.upsert_rows(cur, "customers", CUSTOMER_COLUMNS, ("customer_id",), [row])
+        cur.execute("SELECT total_amount FROM customers WHERE customer_id = 'big-spender'")
+        assert cur.fetchone()[0] == Decimal("99999999999900.00")
 
 
 def test_delta_rs_stores_any_text_exactly(tmp_path):
