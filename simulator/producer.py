@@ -167,8 +167,8 @@ class TransactionProducer:
     ):
         self.settings = settings
         overrides = client_overrides or {}
-        self._new_client: Callable[[], KafkaProducer] | None = (
-            None if producer is not None else lambda: make_producer(settings, **overrides)
+        self._new_client: Callable[..., KafkaProducer] | None = (
+            None if producer is not None else lambda **extra: make_producer(settings, **overrides, **extra)
         )
         self.producer = producer if producer is not None else self._new_client()
         delivery_ms = overrides.get("delivery_timeout_ms", settings.producer.delivery_timeout_ms)
@@ -250,9 +250,12 @@ class TransactionProducer:
         if self._new_client is None:
             return
         pending = self.stats.pending
+        known = getattr(self.producer, "config", {}).get("api_version")
         _force_close(self.producer)
         self.stats.settle("the Kafka client stalled and was replaced")
-        self.producer = self._new_client()
+        # The broker may still be away: told its API version, the new client connects when it can instead of
+        # failing to bootstrap now (until then its sends wait for metadata, at most max_block_ms each).
+        self.producer = self._new_client(**({"api_version": known} if known else {}))
         self.stats.client_restarts += 1
         log.warning("the Kafka producer stalled with %d sends pending; replaced by a fresh client", pending)
 

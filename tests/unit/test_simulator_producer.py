@@ -165,6 +165,8 @@ class StalledFuture:
 class StalledClient(FakeClient):
     """A client stuck with its sends: no outcome ever, and a flush that times out."""
 
+    config = {"api_version": (4, 1)}  # learnt from the broker when it was reachable
+
     def send(self, topic, key=None, value=None):
         self.sent.append((topic, key, value))
         return StalledFuture()
@@ -177,8 +179,10 @@ class StalledClient(FakeClient):
 def test_a_stalled_client_is_replaced_and_its_unanswered_sends_count_as_failed(settings, monkeypatch):
     import simulator.producer as producer_module
 
-    clients = [StalledClient(), FakeClient()]
-    monkeypatch.setattr(producer_module, "make_producer", lambda _settings, **_overrides: clients.pop(0))
+    clients, made_with = [StalledClient(), FakeClient()], []
+    monkeypatch.setattr(
+        producer_module, "make_producer", lambda _settings, **overrides: made_with.append(overrides) or clients.pop(0)
+    )
     monkeypatch.setattr(producer_module, "STALL_GRACE_S", 0.0)
     producer = TransactionProducer(settings, client_overrides={"delivery_timeout_ms": 100})
     for customer in ("C1", "C2", "C3"):
@@ -190,6 +194,8 @@ def test_a_stalled_client_is_replaced_and_its_unanswered_sends_count_as_failed(s
     stats = producer.stats
     assert (stats.sent, stats.delivered, stats.failed, stats.unconfirmed, stats.client_restarts) == (4, 1, 3, 3, 1)
     assert clients == []  # the fresh client took over
+    # told the broker's API version, the fresh client does not need the broker to be back to be built
+    assert made_with == [{"delivery_timeout_ms": 100}, {"delivery_timeout_ms": 100, "api_version": (4, 1)}]
 
 
 @pytest.mark.fault
