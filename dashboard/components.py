@@ -115,7 +115,10 @@ def change_text(current: float, previous: float) -> tuple[str, str]:
     if abs(change) < 0.0005:
         return ("±0.0 %", "text-muted")
     arrow = "▲" if change > 0 else "▼"
-    return (f"{arrow} {abs(change) * 100:.1f} %", "text-success" if change > 0 else "text-danger")
+    css = "text-success" if change > 0 else "text-danger"
+    if change >= 9:  # ten times or more: a factor reads better than "▲ 14640.0 %"
+        return (f"{arrow} ×{current / previous:,.0f}", css)
+    return (f"{arrow} {abs(change) * 100:.1f} %", css)
 
 
 def metric_row(label: str, value_id: str, value: str, current: float, previous: float, period: str) -> html.Div:

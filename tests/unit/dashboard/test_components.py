@@ -15,6 +15,7 @@ from dashboard.components import change_text, failure_message, guarded, records
     [
         (110.0, 100.0, "▲ 10.0 %", "text-success"),
         (75.0, 100.0, "▼ 25.0 %", "text-danger"),
+        (737.0, 5.0, "▲ ×147", "text-success"),
         (100.0, 100.0, "±0.0 %", "text-muted"),
         (5.0, 0.0, "new", "text-muted"),
         (0.0, 0.0, "–", "text-muted"),
