@@ -80,13 +80,21 @@ GROUP_STOP = ((signal.SIGINT, 15.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10
 
 def stop_group(pgid: int, steps: Sequence[tuple[signal.Signals, float]] = GROUP_STOP) -> bool:
     """Signal every process of group ``pgid`` (Ctrl-C first, then SIGTERM, then SIGKILL, each after a grace
-    period) until none is left; True if the group is empty. For a group whose leader the caller started and
-    has not reaped yet (so its id cannot be reused meanwhile)."""
+    period) until none is left; True if the group is empty.
+
+    Only for a group known to be ours: its leader is the caller's child not reaped yet, or was checked by its
+    identity. The kernel does not give a group's id to a new process while any member of the group lives."""
     for sig, grace_s in steps:
         if not group_members(pgid):
             return True
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # not every member is ours to signal: signal those that are
+            for member in group_members(pgid):
+                with contextlib.suppress(OSError):
+                    os.kill(member, sig)
         if wait_until(lambda: not group_members(pgid), grace_s, interval_s=0.1):
             return True
     return not group_members(pgid)
@@ -233,25 +241,24 @@ class ManagedProcess:
         self._record(pid)
 
     def stop(self, timeout_s: float = 30.0) -> bool:
-        """SIGTERM the process group, SIGKILL after ``timeout_s``; True if something was stopped.
+        """SIGTERM the process and its group, SIGKILL after ``timeout_s``; True if something was stopped.
 
-        Only the process the pid file names is signalled: its identity is checked before each signal.
-        """
+        Only the process the pid file names is stopped, checked by its identity. If it leads a process group
+        (started in a session of its own), the whole group goes, and ``stop`` returns when none of it is
+        left: a child that outlives its parent (a JVM, a worker) is not left behind."""
         identity = self.identity()
         if identity is None:
             return False
-        pid = identity.pid
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not identity.is_alive():
-                break
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                break
-            except PermissionError:
-                os.kill(pid, sig)
-            if wait_until(lambda: not identity.is_alive(), timeout_s if sig == signal.SIGTERM else 10):
-                break
+        if identity.pid in group_members(identity.pid):
+            stop_group(identity.pid, ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)))
+        else:
+            for sig, grace_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+                if not identity.is_alive():
+                    break
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(identity.pid, sig)
+                if wait_until(lambda: not identity.is_alive(), grace_s):
+                    break
         self.pid_file.unlink(missing_ok=True)
         return True
 

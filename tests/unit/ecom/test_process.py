@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ecom.runtime.process import ManagedProcess, ProcessIdentity, start_ticks
+from ecom.runtime.process import ManagedProcess, ProcessIdentity, group_members, start_ticks, wait_until
 
 pytestmark = pytest.mark.fault
 
@@ -91,3 +91,12 @@ def test_an_old_pid_only_file_is_trusted_only_for_a_process_started_before_it_wa
     assert after.pid() == other.pid
     assert after.stop(timeout_s=5) is True
     assert other.wait(timeout=5) == -signal.SIGTERM
+
+
+def test_stopping_a_process_stops_what_it_started_even_when_that_outlives_it(tmp_path):
+    managed = ManagedProcess("job", tmp_path)
+    # the leader exits on SIGTERM; its child ignores SIGTERM and would run on after it (like a JVM shutting down)
+    pid = managed.start(["bash", "-c", "bash -c 'trap \"\" TERM; while :; do sleep 0.1; done' & sleep 300"])
+    assert wait_until(lambda: len(group_members(pid)) >= 3, 5)  # the leader, the child, the child's sleep
+    assert managed.stop(timeout_s=1) is True
+    assert group_members(pid) == []
