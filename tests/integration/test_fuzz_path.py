@@ -44,7 +44,7 @@ from tests.conftest import with_topic
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = int(os.environ.get("ECOM_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("ECOM_FUZZ_EXAMPLES", "8"))
 SEED = int(os.environ.get("ECOM_FUZZ_SEED", "20261126"))
 KAFKA_SOURCE_DDL = (
     "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, timestampType int"
