@@ -36,9 +36,10 @@ def _values(series: pd.Series) -> list:
     return [None if isinstance(v, float) and math.isnan(v) else v for v in series.tolist()]
 
 
-def _times(series: pd.Series) -> list[str]:
-    """UTC times as ``YYYY-MM-DD HH:MM:SS``, the form Plotly reads as dates."""
-    return pd.to_datetime(series, utc=True).dt.strftime("%Y-%m-%d %H:%M:%S").tolist()
+def _times(series: pd.Series) -> list[int]:
+    """UTC times as milliseconds since the epoch, which a Plotly date axis reads as dates (no text formatting)."""
+    stamps = series if isinstance(series.dtype, pd.DatetimeTZDtype) else pd.to_datetime(series, utc=True)
+    return (stamps.to_numpy(dtype="datetime64[ns]").view("int64") // 1_000_000).tolist()
 
 
 def _axis(**kwargs) -> dict:
@@ -85,11 +86,9 @@ def complete_periods(df: pd.DataFrame, start, end, freq: str, column: str = "per
     index = pd.date_range(pd.Timestamp(start).floor(freq), pd.Timestamp(end), freq=freq, inclusive="left")
     if index.tz is None:
         index = index.tz_localize("UTC")
-    frame = df.copy()
-    frame[column] = pd.to_datetime(frame[column], utc=True)
-    values = [c for c in frame.columns if c != column]
-    frame[values] = frame[values].apply(pd.to_numeric, errors="coerce").astype(float)
-    return frame.set_index(column).reindex(index).rename_axis(column).reset_index()
+    values = df.drop(columns=[column]).astype(float)
+    values.index = pd.DatetimeIndex(pd.to_datetime(df[column], utc=True))
+    return values.reindex(index).rename_axis(column).reset_index()
 
 
 def make_timeseries_figure(df: pd.DataFrame, currency: str = "USD", title: str = "Orders and revenue") -> dict:

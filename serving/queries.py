@@ -179,6 +179,11 @@ def _summary_params(metrics: Sequence[str], since: dt.datetime, until: dt.dateti
     return {"metrics": list(metrics), "since": since, "until": until, "today": today}
 
 
+def _metric_columns(metrics: Sequence[str]) -> str:
+    """One summed column per metric, pivoted in SQL (metric names come from ``ADDITIVE_METRICS`` only)."""
+    return ", ".join(f"coalesce(sum(value) FILTER (WHERE metric = '{m}'), 0)::float8 AS {m}" for m in metrics)
+
+
 def summary_series(
     db,
     since: dt.datetime,
@@ -187,46 +192,40 @@ def summary_series(
     metrics: Sequence[str] = ("orders", "revenue", "alerts"),
     dimension: str = "",
 ) -> pd.DataFrame:
-    """One row per bucket with data in [since, until): ``period`` and a column per metric (sums)."""
+    """One row per bucket with data in [since, until), in time order: ``period`` (UTC) and a column per metric
+    (sums)."""
     params = {**_summary_params(metrics, since, until), "dimension": dimension}
     sql = f"""
-        SELECT period, metric, sum(value)::float8 AS value
+        SELECT extract(epoch FROM period)::float8 AS period_s, {_metric_columns(metrics)}
         FROM ({_summary_rows(bucket, "dimension = %(dimension)s")}) rows
-        GROUP BY period, metric
+        GROUP BY period ORDER BY period
     """
-    return _wide(_frame(db, sql, params), "period", metrics)
+    frame = _frame(db, sql, params)
+    frame.insert(0, "period", pd.to_datetime(frame.pop("period_s"), unit="s", utc=True))
+    return frame
 
 
-def _wide(long: pd.DataFrame, index: str, metrics: Sequence[str]) -> pd.DataFrame:
-    """(index, metric, value) rows -> one row per index value and a column per metric (0 where missing)."""
-    if long.empty:
-        return pd.DataFrame(columns=[index, *metrics])
-    wide = long.pivot(index=index, columns="metric", values="value").reindex(columns=list(metrics)).fillna(0.0)
-    wide.columns.name = None
-    return wide.reset_index()
-
-
-def summary_breakdown(
-    db,
-    kind: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    metrics: Sequence[str] = ("orders", "revenue"),
-) -> pd.DataFrame:
-    """Totals per value of a dimension kind (``category``, ``payment_method``, ``channel``) in
-    [since, until): ``name`` and a column per metric, largest revenue (or first metric) first."""
-    if kind not in DIMENSION_KINDS:
-        raise ValueError(f"unknown dimension kind {kind!r}; known: {', '.join(DIMENSION_KINDS)}")
+def summary_breakdowns(
+    db, since: dt.datetime, until: dt.datetime, metrics: Sequence[str] = ("orders", "revenue")
+) -> dict[str, pd.DataFrame]:
+    """Totals per value of every dimension kind in [since, until), in one query: ``{kind: frame}`` with
+    ``name`` and a column per metric, largest revenue (or first metric) first."""
     bucket = "day" if until - since > dt.timedelta(days=2) else "minute"
-    params = {**_summary_params(metrics, since, until), "prefix": f"{kind}=%"}
-    sql = f"""
-        SELECT substr(dimension, %(cut)s) AS name, metric, sum(value)::float8 AS value
-        FROM ({_summary_rows(bucket, "dimension LIKE %(prefix)s")}) rows
-        GROUP BY 1, 2
-    """
-    wide = _wide(_frame(db, sql, {**params, "cut": len(kind) + 2}), "name", metrics)
+    params = _summary_params(metrics, since, until)
     by = "revenue" if "revenue" in metrics else metrics[0]
-    return wide.sort_values([by, "name"], ascending=[False, True], ignore_index=True)
+    sql = f"""
+        SELECT split_part(dimension, '=', 1) AS kind, substr(dimension, strpos(dimension, '=') + 1) AS name,
+               {_metric_columns(metrics)}
+        FROM ({_summary_rows(bucket, "dimension > ''")}) rows
+        GROUP BY dimension ORDER BY {by} DESC, dimension
+    """
+    with _cursor(db) as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    columns = ["name", *metrics]
+    return {
+        kind: pd.DataFrame([row[1:] for row in rows if row[0] == kind], columns=columns) for kind in DIMENSION_KINDS
+    }
 
 
 def latest_order_time(db) -> dt.datetime | None:
@@ -271,6 +270,7 @@ class AlertFilter:
         return " AND ".join(parts), params
 
 
+ALERT_COUNT_CAP = 10_000
 # column the table sorts by -> SQL (anything else sorts by time)
 ALERT_SORT = {
     "created_at": "a.created_at",
@@ -291,7 +291,8 @@ def alerts_page(
     page: int = 0,
     page_size: int = 15,
 ) -> tuple[pd.DataFrame, int]:
-    """One page of alerts matching ``filters`` (newest first by default) and how many match in all.
+    """One page of alerts matching ``filters`` (newest first by default) and how many match in all, counted up
+    to ``ALERT_COUNT_CAP`` + 1 (more than the cap: "10,000+").
 
     Each row: alert and order ids, customer, time, score, amount with its currency
     and in the reporting currency, reasons, model version, triage status and note.
@@ -300,6 +301,9 @@ def alerts_page(
     order = ALERT_SORT.get(sort_by, ALERT_SORT["created_at"])
     direction = "DESC" if descending else "ASC"
     needs_fx = "fx." in order
+    # alert columns are NOT NULL: plain DESC/ASC follows their indexes (NULLS LAST would not); a missing rate
+    # leaves the reporting amount NULL, sorted last
+    nulls = " NULLS LAST" if needs_fx else ""
     joins = """
         LEFT JOIN transactions t ON t.event_id = a.event_id
         LEFT JOIN fx_rates fx ON fx.currency = t.currency
@@ -309,7 +313,7 @@ def alerts_page(
         WITH page AS (
             SELECT a.* FROM fraud_alerts a {joins if needs_fx else ""}
             WHERE {where}
-            ORDER BY {order} {direction} NULLS LAST, a.alert_id {direction}
+            ORDER BY {order} {direction}{nulls}, a.alert_id {direction}
             LIMIT %(limit)s OFFSET %(offset)s
         )
         SELECT a.alert_id, a.event_id, a.transaction_id, a.customer_id, a.created_at, a.event_time,
@@ -318,11 +322,12 @@ def alerts_page(
                array_to_string(a.reasons, '; ') AS reasons, a.model_version, a.status, a.note,
                a.reviewed_by, a.reviewed_at
         FROM page a {joins}
-        ORDER BY {order} {direction} NULLS LAST, a.alert_id {direction}
+        ORDER BY {order} {direction}{nulls}, a.alert_id {direction}
     """
-    params.update(limit=int(page_size), offset=int(page) * int(page_size))
+    params.update(limit=int(page_size), offset=int(page) * int(page_size), cap=ALERT_COUNT_CAP + 1)
     rows = _frame(db, sql, params)
-    total = _one(db, f"SELECT count(*) FROM fraud_alerts a WHERE {where}", params)[0]
+    # counting stops past the cap: a broad filter over all time costs the cap, not the table
+    total = _one(db, f"SELECT count(*) FROM (SELECT 1 FROM fraud_alerts a WHERE {where} LIMIT %(cap)s) m", params)[0]
     return rows, int(total)
 
 
@@ -358,26 +363,21 @@ def precision_recall(db, now: dt.datetime, days: int = 14) -> pd.DataFrame:
 
     precision = alerts labelled fraud / alerts with a label (confirmed + false positives);
     recall = orders labelled fraud that alerted / orders labelled fraud.
-    Columns: day, labelled_alerts, true_alerts, fraud_orders, caught, precision, recall.
+    Columns: day, labelled_alerts, true_alerts, fraud_orders, caught, precision, recall. Read from the
+    labels of the period (a label comes after its order), each joined by key to its order and alert.
     """
     since = (now - dt.timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
     sql = """
-        WITH p AS (
-            SELECT date_trunc('day', a.event_time, 'UTC') AS day, count(*) AS labelled_alerts,
-                   count(*) FILTER (WHERE l.is_fraud) AS true_alerts
-            FROM fraud_alerts a JOIN fraud_labels l ON l.event_id = a.event_id
-            WHERE a.created_at >= %(since)s AND a.event_time >= %(since)s
-            GROUP BY 1
-        ), r AS (
-            SELECT date_trunc('day', t.event_time, 'UTC') AS day, count(*) AS fraud_orders,
-                   count(*) FILTER (WHERE t.is_fraud) AS caught
-            FROM fraud_labels l JOIN transactions t ON t.event_id = l.event_id
-            WHERE l.is_fraud AND l.label_time >= %(since)s AND t.event_time >= %(since)s
-            GROUP BY 1
-        )
-        SELECT day, coalesce(labelled_alerts, 0) AS labelled_alerts, coalesce(true_alerts, 0) AS true_alerts,
-               coalesce(fraud_orders, 0) AS fraud_orders, coalesce(caught, 0) AS caught
-        FROM p FULL JOIN r USING (day) ORDER BY day
+        SELECT date_trunc('day', t.event_time, 'UTC') AS day,
+               count(a.alert_id) AS labelled_alerts,
+               count(a.alert_id) FILTER (WHERE l.is_fraud) AS true_alerts,
+               count(*) FILTER (WHERE l.is_fraud) AS fraud_orders,
+               count(*) FILTER (WHERE l.is_fraud AND t.is_fraud) AS caught
+        FROM fraud_labels l
+        JOIN transactions t ON t.event_id = l.event_id
+        LEFT JOIN fraud_alerts a ON a.event_id = l.event_id
+        WHERE l.label_time >= %(since)s AND t.event_time >= %(since)s
+        GROUP BY 1 ORDER BY 1
     """
     df = _frame(db, sql, {"since": since})
     df["precision"] = (df["true_alerts"] / df["labelled_alerts"].where(df["labelled_alerts"] > 0)).astype(float)
@@ -425,14 +425,26 @@ def record_triage(conn, alert_id: str, decision: str, note: str, analyst: str, a
 
 # -- customers ----------------------------------------------------------------------------------
 def rfm_segments(db) -> pd.DataFrame:
-    """Customers and revenue (monetary, reporting currency) per (segment, previous segment) of the latest RFM run."""
+    """Customers and revenue (monetary, reporting currency) per (segment, previous segment; "" for none) of the
+    latest RFM run."""
     sql = """
-        SELECT rfm_segment AS segment, coalesce(previous_segment, '') AS previous_segment,
-               count(*) AS customers, coalesce(sum(monetary), 0)::float8 AS monetary, max(rfm_as_of) AS as_of
+        SELECT rfm_segment AS segment, previous_segment, count(*) AS customers,
+               coalesce(sum(monetary), 0)::float8 AS monetary
         FROM customers WHERE rfm_segment IS NOT NULL
-        GROUP BY 1, 2
+        GROUP BY rfm_segment, previous_segment
     """
-    return _frame(db, sql)
+    frame = _frame(db, sql)  # grouped as the index customers_segment_move_idx is ordered: an index-only scan
+    frame["previous_segment"] = frame["previous_segment"].fillna("")
+    return frame
+
+
+def rfm_as_of(db) -> dt.date | None:
+    """The as-of date of the newest successful RFM run (None before the first)."""
+    row = _one(
+        db,
+        "SELECT as_of FROM batch_runs WHERE job = 'rfm' AND status = 'succeeded' ORDER BY started_at DESC LIMIT 1",
+    )
+    return row[0] if row else None
 
 
 def cohort_matrix(db, months: int = 12) -> pd.DataFrame:
@@ -598,16 +610,29 @@ def quarantine_by_reason(db, since: dt.datetime) -> pd.DataFrame:
 
 
 def batch_jobs(db) -> pd.DataFrame:
-    """Per gold batch job: its latest run (status, start, end, error) and its latest successful run's end."""
+    """Per gold batch job: its latest run (status, start, end, error) and its latest successful run's end and
+    rows written; index lookups per job (the jobs are found by a loose index scan)."""
     sql = """
-        SELECT DISTINCT ON (job) job, status AS last_status, started_at AS last_started_at,
-               finished_at AS last_finished_at, error AS last_error,
-               (SELECT max(s.finished_at) FROM batch_runs s WHERE s.job = r.job AND s.status = 'succeeded')
-                   AS last_success_at,
-               (SELECT s.rows_written::text FROM batch_runs s WHERE s.job = r.job AND s.status = 'succeeded'
-                ORDER BY s.started_at DESC LIMIT 1) AS last_success_rows
-        FROM batch_runs r
-        ORDER BY job, started_at DESC
+        WITH RECURSIVE jobs AS (
+            (SELECT job FROM batch_runs ORDER BY job LIMIT 1)
+            UNION ALL
+            SELECT (SELECT r.job FROM batch_runs r WHERE r.job > jobs.job ORDER BY r.job LIMIT 1)
+            FROM jobs WHERE jobs.job IS NOT NULL
+        )
+        SELECT j.job, last.status AS last_status, last.started_at AS last_started_at,
+               last.finished_at AS last_finished_at, last.error AS last_error,
+               ok.finished_at AS last_success_at, ok.rows_written::text AS last_success_rows
+        FROM jobs j
+        CROSS JOIN LATERAL (
+            SELECT status, started_at, finished_at, error FROM batch_runs
+            WHERE job = j.job ORDER BY started_at DESC LIMIT 1
+        ) last
+        LEFT JOIN LATERAL (
+            SELECT finished_at, rows_written FROM batch_runs
+            WHERE job = j.job AND status = 'succeeded' ORDER BY started_at DESC LIMIT 1
+        ) ok ON TRUE
+        WHERE j.job IS NOT NULL
+        ORDER BY j.job
     """
     return _frame(db, sql)
 

@@ -63,10 +63,10 @@ ALERT_COLUMNS = [
 ]
 
 
-def as_of_text(segments: pd.DataFrame) -> str:
+def as_of_text(segments: pd.DataFrame, as_of) -> str:
     if segments.empty:
         return "No RFM segments yet: run `ecom batch daily`."
-    return f"RFM as of {pd.Timestamp(segments['as_of'].max()):%Y-%m-%d}, from the daily batch."
+    return f"RFM as of {as_of:%Y-%m-%d}, from the daily batch." if as_of else "RFM from the daily batch."
 
 
 def load(reader: Reader, settings: Settings) -> tuple:
@@ -81,7 +81,7 @@ def load(reader: Reader, settings: Settings) -> tuple:
         make_cohort_heatmap_figure(cohorts),
         make_cohort_revenue_figure(cohorts, currency),
         records(top, ("last_order_time",)),
-        as_of_text(segments),
+        as_of_text(segments, reader.batch(queries.rfm_as_of)),
     )
 
 

@@ -116,13 +116,16 @@ def load_table(
     column = {"amount_text": "amount", "amount_reporting": "amount_reporting"}.get(sort["column_id"], sort["column_id"])
     descending = sort["direction"] == "desc"
     alerts, total = reader.run(queries.alerts_page, filters, column, descending, page, PAGE_SIZE)
-    pages = max(1, -(-total // PAGE_SIZE))
+    pages = max(1, -(-min(total, queries.ALERT_COUNT_CAP) // PAGE_SIZE))
     if page >= pages:  # fewer alerts match than before: show the last page
         page = pages - 1
         alerts, total = reader.run(queries.alerts_page, filters, column, descending, page, PAGE_SIZE)
     rows = table_rows(alerts)
     selected = [i for i, row in enumerate(rows) if row["id"] in (selected_ids or [])]
-    return rows, page, pages, f"{total:,} alerts match", selected
+    matching = (
+        f"{queries.ALERT_COUNT_CAP:,}+ alerts match" if total > queries.ALERT_COUNT_CAP else f"{total:,} alerts match"
+    )
+    return rows, page, pages, matching, selected
 
 
 def load_charts(reader: Reader, settings: Settings, now: dt.datetime) -> tuple:

@@ -89,7 +89,7 @@ def load(reader: Reader, settings: Settings, now: dt.datetime, range_key: str) -
     since = (now - span).replace(second=0, microsecond=0)
     series = reader.run(queries.summary_series, since, until, bucket, ("orders", "revenue"))
     series = complete_periods(series, since, until, freq)
-    kinds = {kind: reader.run(queries.summary_breakdown, kind, since, until) for kind in queries.DIMENSION_KINDS}
+    kinds = reader.run(queries.summary_breakdowns, since, until)
     data_until = cards["data_until"]
     text = (
         "No minute metrics yet: run `ecom stream gold` (live) or `ecom batch daily`."

@@ -138,13 +138,15 @@ def test_breakdown_sums_each_value_of_a_dimension_kind(shop):
     rows += minute_rows("revenue", {t: 99.0}, "channel=web")
     write(dsn, "analytics_summaries", ("metric", "grain", "period_start", "dimension", "value"), rows,
           ("metric", "grain", "period_start", "dimension"))  # fmt: skip
-    out = reader.run(queries.summary_breakdown, "category", END - dt.timedelta(hours=1), NOW)
-    assert out.to_dict("records") == [
+    out = reader.run(queries.summary_breakdowns, END - dt.timedelta(hours=1), NOW)
+    assert out["category"].to_dict("records") == [
         {"name": "home", "orders": 2.0, "revenue": 50.0},
         {"name": "books", "orders": 0.0, "revenue": 35.0},
     ]
-    with pytest.raises(ValueError, match="unknown dimension kind"):
-        queries.summary_breakdown(dsn, "category' OR '1'='1", END, NOW)
+    assert out["channel"].to_dict("records") == [{"name": "web", "orders": 0.0, "revenue": 99.0}]
+    assert out["payment_method"].empty
+    with pytest.raises(ValueError, match="not additive"):
+        queries.summary_breakdowns(dsn, END, NOW, ("revenue) FROM x; --",))
 
 
 def holding(text: str) -> set[str]:
@@ -289,3 +291,30 @@ def test_batch_jobs_report_the_latest_run_and_the_latest_success(shop):
     assert jobs.loc["rfm", "last_success_rows"] == '{"pg/customers": 7}'
     assert jobs.loc["cohorts", "last_status"] == "running" and pd.isna(jobs.loc["cohorts", "last_success_at"])
     assert reader.run(queries.gold_version) == END - dt.timedelta(hours=23)
+
+
+def test_segments_group_customers_by_segment_and_previous_segment(shop):
+    dsn, reader = shop
+    write(dsn, "customers", ("customer_id", "rfm_segment", "previous_segment", "monetary"), [
+        ("K1", "Champions", "Champions", 100.0),
+        ("K2", "Champions", "At Risk", 40.0),
+        ("K3", "Champions", "At Risk", 60.0),
+        ("K4", "Lost", None, 5.0),  # new since the previous run
+        ("K5", None, None, 999.0),  # no order in the window: no segment
+    ], ("customer_id",))  # fmt: skip
+    segments = reader.run(queries.rfm_segments).sort_values(["segment", "previous_segment"], ignore_index=True)
+    assert segments.to_dict("records") == [
+        {"segment": "Champions", "previous_segment": "At Risk", "customers": 2, "monetary": 100.0},
+        {"segment": "Champions", "previous_segment": "Champions", "customers": 1, "monetary": 100.0},
+        {"segment": "Lost", "previous_segment": "", "customers": 1, "monetary": 5.0},
+    ]
+    assert reader.run(queries.rfm_as_of) is None
+    conn = db.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO batch_runs (job, as_of, status) VALUES ('rfm', '2026-11-24', 'succeeded'),"
+                        " ('rfm', '2026-11-25', 'failed')")  # fmt: skip
+    finally:
+        conn.close()
+    reader.cache.clear()  # a new batch run: what the dashboard sees on its next refresh
+    assert reader.run(queries.rfm_as_of) == dt.date(2026, 11, 24)

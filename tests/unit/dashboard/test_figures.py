@@ -8,6 +8,11 @@ import pandas as pd
 from dashboard import figures as f
 
 
+def ms(text: str) -> int:
+    """Milliseconds since the epoch of a UTC time, worked out with the standard library."""
+    return int(dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
 def test_timeseries_plots_orders_and_revenue_on_axes_that_both_start_at_zero():
     df = pd.DataFrame(
         {"period": pd.to_datetime(["2026-11-25 10:00", "2026-11-25 10:01"], utc=True), "orders": [3, 5],
@@ -19,7 +24,8 @@ def test_timeseries_plots_orders_and_revenue_on_axes_that_both_start_at_zero():
     assert fig["data"][1]["yaxis"] == "y2"
     layout = fig["layout"]
     assert layout["yaxis"]["rangemode"] == "tozero" and layout["yaxis2"]["rangemode"] == "tozero"
-    assert fig["data"][0]["x"] == ["2026-11-25 10:00:00", "2026-11-25 10:01:00"]
+    assert fig["data"][0]["x"] == [ms("2026-11-25 10:00"), ms("2026-11-25 10:01")]
+    assert layout["xaxis"]["type"] == "date"  # milliseconds since the epoch on a date axis
 
 
 def test_a_minute_without_data_breaks_the_revenue_line_instead_of_bridging_it():
@@ -31,7 +37,7 @@ def test_a_minute_without_data_breaks_the_revenue_line_instead_of_bridging_it():
     complete = f.complete_periods(df, start, start + dt.timedelta(minutes=3), "1min")
     fig = f.make_timeseries_figure(complete)
     revenue = fig["data"][1]
-    assert revenue["x"] == ["2026-11-25 10:00:00", "2026-11-25 10:01:00", "2026-11-25 10:02:00"]
+    assert revenue["x"] == [ms("2026-11-25 10:00"), ms("2026-11-25 10:01"), ms("2026-11-25 10:02")]
     assert revenue["y"] == [30.0, None, 40.0]
     assert revenue["connectgaps"] is False
 
