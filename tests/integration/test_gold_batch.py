@@ -111,6 +111,8 @@ def gold_run(tmp_path_factory, stack):
     silver = DeltaTable(settings.lake.table("silver", "transactions")).to_pandas()
     silver["event_time"] = pd.to_datetime(silver["event_time"], utc=True).dt.tz_convert(None)
     silver["revenue"] = [float(a) / FX_PER_USD[c] for a, c in zip(silver["amount"], silver["currency"], strict=True)]
+    # Gold sums revenue in whole millionths (docs/gold.md), so equal baskets tie whatever order they are added in.
+    silver["micros"] = np.round(silver["revenue"] * 1e6).astype("int64")
     yield settings, silver, out
     drop_database(settings.postgres.dsn)
 
@@ -129,8 +131,6 @@ def test_rfm_in_postgres_equals_a_recomputation(gold_run):
     window = silver[
         (silver["event_time"] >= start) & (silver["event_time"] < pd.Timestamp(AS_OF + dt.timedelta(days=1)))
     ]
-    # Revenue is summed in whole millionths (docs/gold.md), so equal baskets tie whatever order they are added in.
-    window = window.assign(micros=np.round(window["revenue"] * 1e6).astype("int64"))
     per = window.groupby("customer_id").agg(
         last=("event_time", "max"), frequency=("event_id", "count"), micros=("micros", "sum")
     )
@@ -169,7 +169,7 @@ def test_cohorts_in_postgres_equal_a_recomputation(gold_run):
     orders["age"] = [(m - c).n for m, c in zip(orders["month"], orders["cohort"], strict=True)]
     sizes = orders.groupby("cohort")["customer_id"].nunique()
     cells = orders.groupby(["cohort", "age"]).agg(
-        active=("customer_id", "nunique"), orders=("event_id", "count"), revenue=("revenue", "sum")
+        active=("customer_id", "nunique"), orders=("event_id", "count"), micros=("micros", "sum")
     )
     got = pg(
         settings,
@@ -185,7 +185,7 @@ def test_cohorts_in_postgres_equal_a_recomputation(gold_run):
         assert cell["cohort_size"] == sizes[cohort]
         assert cell["active_customers"] == row["active"]
         assert cell["orders"] == row["orders"]
-        assert math.isclose(cell["revenue"], row["revenue"], rel_tol=1e-9)
+        assert math.isclose(cell["revenue"], row["micros"] / 1e6, rel_tol=1e-12)
         assert math.isclose(cell["retention_rate"], row["active"] / sizes[cohort], rel_tol=1e-12)
 
 
@@ -222,7 +222,8 @@ def test_minute_metrics_equal_a_recomputation(gold_run):
     until = pd.Timestamp(AS_OF + dt.timedelta(days=1))
     recent = silver[(silver["event_time"] >= since) & (silver["event_time"] < until)].copy()
     recent["minute"] = recent["event_time"].dt.floor("min")
-    expected = recent.groupby("minute").agg(orders=("event_id", "count"), revenue=("revenue", "sum"))
+    expected = recent.groupby("minute").agg(orders=("event_id", "count"), micros=("micros", "sum"))
+    expected["revenue"] = expected["micros"] / 1e6
     got = pg(
         settings,
         "SELECT period_start, metric, value FROM analytics_summaries "
@@ -234,7 +235,9 @@ def test_minute_metrics_equal_a_recomputation(gold_run):
     assert len(expected) > 0
     assert len(wide) == len(expected)
     assert (wide["orders"].round().astype(int) == expected["orders"].reindex(wide.index)).all()
-    assert np.allclose(wide["revenue"], expected["revenue"].reindex(wide.index), rtol=1e-9)
+    revenue = pd.DataFrame({"got": wide["revenue"], "expected": expected["revenue"].reindex(wide.index)})
+    off = revenue[~np.isclose(revenue["got"], revenue["expected"], rtol=1e-9)]
+    assert off.empty, (off["got"] - off["expected"]).to_string()
 
 
 def test_customer_recommendations_are_an_indexed_lookup(gold_run):
