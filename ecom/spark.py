@@ -14,7 +14,9 @@ import sys
 from pyspark.sql import SparkSession
 
 from ecom import jars
-from ecom.settings import Settings
+from ecom.settings import CONF_DIR, Settings
+
+LOG4J2_CONF = CONF_DIR / "log4j2.properties"
 
 
 def spark_conf(settings: Settings) -> dict[str, str]:
@@ -43,7 +45,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.streaming.stateStore.providerClass":
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
         "spark.sql.adaptive.enabled": "true",
-        "spark.driver.extraJavaOptions": "-Dlog4j2.level=WARN",
+        # JVM logs to stderr, quiet where a warning is expected here (conf/log4j2.properties)
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2_CONF.as_uri()}",
     }  # fmt: skip
     conf.update(s.extra_conf)
     return conf

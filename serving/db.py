@@ -303,6 +303,9 @@ def sync_table(
     cur.execute(f"TRUNCATE {stage}")
     if rows:
         copy_rows(cur, stage, columns, rows)
+    # Temporary tables are never auto-analysed: without statistics the planner takes the stage for a few rows
+    # and runs the NOT EXISTS below as a nested loop, quadratic in the rows (minutes for 10^5 rows).
+    cur.execute(f"ANALYZE {stage}")
     cols = ", ".join(columns)
     keys = ", ".join(key)
     values = [c for c in columns if c not in key]

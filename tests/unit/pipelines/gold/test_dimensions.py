@@ -40,7 +40,21 @@ def item(product, category, quantity, price):
 def silver(spark, rows):
     return spark.createDataFrame(
         [
-            (eid, cust, f"h-{cust}-{eid}", ts, ts.date(), cur, Decimal(amount), "card", "web", country, None, None, items)
+            (
+                eid,
+                cust,
+                f"h-{cust}-{eid}",
+                ts,
+                ts.date(),
+                cur,
+                Decimal(amount),
+                "card",
+                "web",
+                country,
+                None,
+                None,
+                items,
+            )
             for eid, cust, ts, cur, amount, country, items in rows
         ],
         SILVERISH,

@@ -59,7 +59,8 @@ MATRIX = [
 
 def test_is_recommendable_line_needs_a_customer_and_a_product(spark):
     df = lines_frame(
-        spark, [("o1", "c1", 1, "A", "x"), ("o2", "c1", 1, None, "x"), ("o3", "", 1, "A", "x"), ("o4", None, 1, "", "x")]
+        spark,
+        [("o1", "c1", 1, "A", "x"), ("o2", "c1", 1, None, "x"), ("o3", "", 1, "A", "x"), ("o4", None, 1, "", "x")],
     )
     got = {r.event_id: r.ok for r in df.select("event_id", rec.is_recommendable_line().alias("ok")).collect()}
     assert got == {"o1": True, "o2": False, "o3": False, "o4": False}
@@ -163,7 +164,7 @@ SIMILARITY = [
     ("B", "A", 3, 0.9, 1),
     ("B", "C", 2, 0.6, 2),
 ]
-# Categories: A, C, E, F books; B grocery (repeat purchase). Purchases (lines): C 3, E 2, A 1, B 1, F 1.
+# Categories: A, C, E, F books; B grocery (repeat purchase); D toys. Purchases (lines): C 3, E 2, A 1, B 1, D 1, F 1.
 SHOP = [
     ("o0", "c1", 0, "B", "grocery"),
     ("o1", "c1", 1, "A", "books"),
@@ -175,6 +176,7 @@ SHOP = [
     ("o5", "c3", 2, "C", "books"),
     ("o6", "c3", 3, "C", "books"),
     ("o7", "", 3, "D", "toys"),  # bad: no customer
+    ("o8", "c4", 4, "D", "toys"),  # c4 bought D only: nothing is similar to D, no other toy to fill with
 ]
 
 
@@ -208,7 +210,9 @@ def test_customer_lists_leave_out_bought_products_except_repeat_categories_then_
             ("customer", "c3", "F", 3, 1.0, "popular_in_category"),
         ],
     )
-    assert_approx_df_equality(customer_lists(spark, 5), expected, PRECISION, ignore_nullable=True, ignore_row_order=True)
+    assert_approx_df_equality(
+        customer_lists(spark, 5), expected, PRECISION, ignore_nullable=True, ignore_row_order=True
+    )
 
 
 def test_customer_lists_stop_at_top_n(spark):
@@ -242,9 +246,17 @@ def test_cold_start_lists_per_category_and_overall(spark):
             ("category", "books", "E", 2, 2.0, "popular_in_category"),
             ("category", "books", "A", 3, 1.0, "popular_in_category"),  # A and F tie: the smaller id
             ("category", "grocery", "B", 1, 1.0, "popular_in_category"),
+            (
+                "category",
+                "toys",
+                "D",
+                1,
+                1.0,
+                "popular_in_category",
+            ),  # one line: the one without a customer is not counted
             ("category", "all", "C", 1, 3.0, "popular"),
             ("category", "all", "E", 2, 2.0, "popular"),
-            ("category", "all", "A", 3, 1.0, "popular"),  # A, B and F tie; D was bought by no customer
+            ("category", "all", "A", 3, 1.0, "popular"),  # A, B, D and F tie: the smallest id
         ],
     )
     got = rec.popular_by_category(lines_frame(spark, SHOP), top_n=3)
