@@ -110,6 +110,17 @@ def demo_user() -> tuple[dict[str, str], str | None]:
     return {USERS_ENV: f"demo:{generate_password_hash(password)}"}, password
 
 
+def process_commands(settings: Settings) -> dict[str, list[str]]:
+    """The ``ecom`` arguments of each background process the demo starts, by process name."""
+    every = str(settings.gold.schedule_s)
+    return {
+        "stream": ["stream", "all"],
+        "stream-gold": ["stream", "gold"],
+        "gold-batch": ["batch", "daily", "--every", every, "--first-after", every],
+        "dashboard": ["dashboard"],
+    }
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     started = time.monotonic()
     env = {"ECOM_PROFILE": settings.profile, "PYTHONUNBUFFERED": "1"}
@@ -118,7 +129,6 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     run_dir = settings.run_dir
     stream = ManagedProcess("stream", run_dir)
     dash_proc = ManagedProcess("dashboard", run_dir)
-    every = str(settings.gold.schedule_s)
     user_env, demo_password = demo_user()
     gold_batch = ManagedProcess("gold-batch", run_dir)
     gold_stream = ManagedProcess("stream-gold", run_dir)
@@ -129,17 +139,13 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         if not args.skip_training:
             bootstrap_model(settings, env, args.backfill_days, args.backfill_count)
         bootstrap_gold(settings, env)
-        for proc, cmd in (
-            (stream, [sys.executable, "-m", "ecom.cli", "stream", "all"]),
-            (gold_stream, [sys.executable, "-m", "ecom.cli", "stream", "gold"]),
-            (
-                gold_batch,
-                [sys.executable, "-m", "ecom.cli", "batch", "daily", "--every", every, "--first-after", every],
-            ),
-            (dash_proc, [sys.executable, "-m", "ecom.cli", "dashboard"]),
-        ):
+        commands = process_commands(settings)
+        for proc in (stream, gold_stream, gold_batch, dash_proc):
             if not proc.is_running():
-                proc.start(cmd, env={**env, **user_env} if proc is dash_proc else env)
+                proc.start(
+                    [sys.executable, "-m", "ecom.cli", *commands[proc.name]],
+                    env={**env, **user_env} if proc is dash_proc else env,
+                )
                 ours.append(proc)
         d = settings.dashboard
         if not wait_until(lambda: port_open(d.host, d.port) or not dash_proc.is_running(), 60):

@@ -36,6 +36,20 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--as-of", type=_date, help="count orders up to the end of this day, YYYY-MM-DD (default: today, UTC)"
     )
+    parser.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help="run again every SECONDS until stopped (the demo's schedule: gold.schedule_s); a failed run is "
+        "recorded in batch_runs and the next one runs as planned",
+    )
+    parser.add_argument(
+        "--first-after",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --every: wait this long before the first run (default 0)",
+    )
 
 
 def run_batch(settings: Settings, args: argparse.Namespace) -> int:
