@@ -2,8 +2,10 @@
 
 Starts the stack (what is not running); on a fresh stack with no registered
 fraud model, backfills history, streams it into silver and trains a first model
-(so scoring works from the first live order); then starts the stream and the
-dashboard as background processes and generates live orders in the foreground
+(so scoring works from the first live order); then starts the stream, the
+gold batch and the lake maintenance (``ecom maintain all``: compaction and
+VACUUM every ``maintenance.schedule_s``) on their schedules, and the dashboard,
+as background processes, and generates live orders in the foreground
 until Ctrl-C (or ``--duration``); the live orders continue the backfilled shop
 (same customers, new ids for new ones: ``ecom generate`` continues the shop
 recorded for the topic, docs/simulator.md). On the way out it stops everything it started.
@@ -122,6 +124,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     user_env, demo_password = demo_user()
     gold_batch = ManagedProcess("gold-batch", run_dir)
     gold_stream = ManagedProcess("stream-gold", run_dir)
+    maintain = ManagedProcess("maintain", run_dir)
+    maintain_every = str(settings.maintenance.schedule_s)
     ours: list[ManagedProcess] = []
     done = threading.Event()
     try:  # from the first step on: an interrupted first run stops what it started too
@@ -136,6 +140,20 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 gold_batch,
                 [sys.executable, "-m", "ecom.cli", "batch", "daily", "--every", every, "--first-after", every],
             ),
+            (
+                maintain,
+                [
+                    sys.executable,
+                    "-m",
+                    "ecom.cli",
+                    "maintain",
+                    "all",
+                    "--every",
+                    maintain_every,
+                    "--first-after",
+                    maintain_every,
+                ],
+            ),  # fmt: skip
             (dash_proc, [sys.executable, "-m", "ecom.cli", "dashboard"]),
         ):
             if not proc.is_running():
