@@ -8,13 +8,15 @@ import time
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from ecom import maintenance
+from ecom.schemas import PROFILE_SCHEMA
 from ecom.settings import child_environment
 from pipelines.silver.sinks import LakeSink
-from tests.integration.lake_rows import bronze_rows, lake_settings
+from tests.integration.lake_rows import bronze_rows, lake_settings, sample_rows
 
 pytestmark = pytest.mark.integration
 
@@ -120,3 +122,33 @@ def test_maintain_command_reports_files_per_table(settings, tmp_path):
     assert (bronze["table"], bronze["files_before"], bronze["files_after"]) == ("bronze/transactions", 6, 1)
     assert result["vacuum"][0]["files_deleted"] == 0
     assert "[1/1] bronze/transactions: 6 -> 1 files" in out.stderr
+
+
+def test_a_profile_snapshot_that_loses_to_a_compaction_merges_again(settings, tmp_path, monkeypatch):
+    from deltalake.table import TableMerger
+
+    from ml.features import Profile
+    from pipelines.silver.state import CustomerState, snapshot_offsets
+
+    settings = lake_settings(settings, tmp_path)
+    path = settings.lake.table("silver", "customer_profiles")
+    for i in range(3):  # three snapshots' small files
+        write_deltalake(path, sample_rows(PROFILE_SCHEMA, i, 1), mode="append")
+    state = CustomerState()
+    changed = [Profile.from_row(row) for row in sample_rows(PROFILE_SCHEMA, 1, 3).to_pylist()]
+    state.apply({p.customer_id: p for p in changed}, pd.DataFrame({"kafka_partition": [0], "kafka_offset": [41]}))
+    original, raced = TableMerger.execute, []
+
+    def compaction_first(merger):  # a compaction commits between the merge's read and its commit
+        if not raced:
+            raced.append(maintenance.compact_table(path, settings.maintenance))
+        return original(merger)
+
+    monkeypatch.setattr(TableMerger, "execute", compaction_first)
+
+    assert state.snapshot(path) == 3
+
+    assert raced[0].files_removed == 3
+    table = DeltaTable(path)
+    assert sorted(table.to_pyarrow_table()["customer_id"].to_pylist()) == [f"customer_id-{i}" for i in range(4)]
+    assert snapshot_offsets(table.history()) == {0: 41}
