@@ -14,7 +14,7 @@ object on its last line:
   revenue per day and channel over silver, DuckDB on the delta-rs dataset, as
   notebooks read the lake; the median of ``--reads`` runs) before and after;
 - ``vacuum_seconds``: VACUUM with no retention afterwards (the scratch lake
-  has no readers), and ``write_seconds`` for the appends.
+  has no readers), and ``write_seconds`` for the appends alone.
 
 The scratch lake (under ``<data_dir>/bench/``) is removed at the end. No
 service is needed.
@@ -28,6 +28,7 @@ import shutil
 import statistics
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -44,13 +45,20 @@ READ_QUERY = """
 """
 
 
-def simulated_orders(settings: Settings, count: int, days: int) -> list[dict]:
-    """``count`` simulated orders over the last ``days`` days, oldest first, as the stream receives a backfill."""
+def simulated_batches(settings: Settings, count: int, days: int, batch_rows: int) -> Iterator[list[dict]]:
+    """``count`` simulated orders over the last ``days`` days in event-time order (as the stream receives a
+    backfill), in micro-batches of ``batch_rows``."""
     from simulator.generator import TransactionSimulator
 
     sim = TransactionSimulator(settings.simulator, seed=11, expected_orders=count)
-    events = [g.event for g in sim.backfill(count, days)]
-    return sorted(events, key=lambda e: e["event_time"])
+    batch: list[dict] = []
+    for generated in sim.backfill(count, days):
+        batch.append(generated.event)
+        if len(batch) == batch_rows:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def batch_tables(events: list[dict], first_offset: int) -> tuple[pa.Table, pa.Table]:
@@ -89,8 +97,9 @@ def batch_tables(events: list[dict], first_offset: int) -> tuple[pa.Table, pa.Ta
     )
 
 
-def write_like_the_stream(settings: Settings, events: list[dict], batch_rows: int) -> float:
-    """Append ``events`` in micro-batches to bronze and silver with the stream's lake sink; returns seconds."""
+def write_like_the_stream(settings: Settings, batches: Iterable[list[dict]], total: int) -> float:
+    """Append each micro-batch to bronze and silver with the stream's lake sink; returns the seconds spent
+    appending (simulating the orders is not counted)."""
     from deltalake import write_deltalake
     from tqdm import tqdm
 
@@ -107,12 +116,15 @@ def write_like_the_stream(settings: Settings, events: list[dict], batch_rows: in
             configuration={"delta.enableDeletionVectors": "false"},
         )
     sink = LakeSink(settings.lake)
-    started = time.monotonic()
-    for b, first in enumerate(tqdm(range(0, len(events), batch_rows), desc="micro-batches", mininterval=2)):
-        bronze, silver = batch_tables(events[first : first + batch_rows], first)
+    spent, first = 0.0, 0
+    for b, events in enumerate(tqdm(batches, total=total, desc="micro-batches", mininterval=2)):
+        bronze, silver = batch_tables(events, first)
+        first += len(events)
+        started = time.monotonic()
         sink.append(lambda t=bronze: t, "bronze", "transactions", LakeSink.tag("bench", b), retry=False)
         sink.append(lambda t=silver: t, "silver", "transactions", LakeSink.tag("bench", b), retry=False)
-    return time.monotonic() - started
+        spent += time.monotonic() - started
+    return spent
 
 
 def read_seconds(settings: Settings, runs: int) -> float:
@@ -146,10 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = base.model_copy(update={"lake": base.lake.model_copy(update=lake)})
     info = machine_info()
     try:
-        log(f"simulating {args.transactions:,} orders ...")
-        events = simulated_orders(settings, args.transactions, args.days)
-        log(f"appending them in micro-batches of {args.batch_rows:,} to {scratch} ...")
-        write_s = write_like_the_stream(settings, events, args.batch_rows)
+        log(f"streaming {args.transactions:,} simulated orders in micro-batches of {args.batch_rows:,} to {scratch}")
+        batches = simulated_batches(settings, args.transactions, args.days, args.batch_rows)
+        write_s = write_like_the_stream(settings, batches, -(-args.transactions // args.batch_rows))
         before = maintenance.files_per_table(settings, TABLES)
         read_before = read_seconds(settings, args.reads)
         started = time.monotonic()
