@@ -152,3 +152,28 @@ def test_a_profile_snapshot_that_loses_to_a_compaction_merges_again(settings, tm
     table = DeltaTable(path)
     assert sorted(table.to_pyarrow_table()["customer_id"].to_pylist()) == [f"customer_id-{i}" for i in range(4)]
     assert snapshot_offsets(table.history()) == {0: 41}
+
+
+def test_a_delta_stream_reads_each_row_once_across_a_compaction(settings, spark, tmp_path):
+    settings = lake_settings(settings, tmp_path)
+    sink, path = LakeSink(settings.lake), settings.lake.table(*BRONZE)
+    seen: list[int] = []
+
+    def stream_available() -> None:  # a Delta stream over the table, as the live gold metrics read silver
+        query = (
+            spark.readStream.format("delta")
+            .load(path)
+            .writeStream.foreachBatch(lambda df, _: seen.extend(r[0] for r in df.select("kafka_offset").collect()))
+            .option("checkpointLocation", str(tmp_path / "stream-checkpoint"))
+            .trigger(availableNow=True)
+            .start()
+        )
+        query.awaitTermination()
+
+    fill(sink, 5)
+    stream_available()
+    maintenance.compact(settings, [BRONZE], echo=lambda _: None)
+    fill(sink, 2, first_batch=5)
+    stream_available()
+
+    assert sorted(seen) == list(range(35))  # the compacted rows are not read again, the later ones are read
