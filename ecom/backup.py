@@ -5,8 +5,8 @@ A backup is a folder:
 - ``manifest.json``: when, from where, and per Delta table the version it holds;
 - ``checkpoints/``: the streaming checkpoints, copied first;
 - ``lake/<layer>/<table>``: each Delta table pinned at one version: its log up to
-  that version and the data files that version reads (so the copy reads
-  exactly as the table did at that version);
+  that version and its data files on disk (so the copy reads exactly as the
+  table did at that version, with time travel as far back as the table had);
 - ``postgres.dump``: ``pg_dump --format=custom`` of the serving database, taken
   last, from one snapshot of it.
 
@@ -85,24 +85,46 @@ def _log_version(name: str) -> int | None:
     return int(head) if len(head) == 20 and head.isdigit() else None
 
 
+def _data_files(table: Path) -> list[Path]:
+    """The table's data files on disk, relative (not its log, not hidden or ``_`` entries such as checksums)."""
+    return [
+        path.relative_to(table)
+        for path in table.rglob("*")
+        if path.is_file() and not any(part[0] in "._" for part in path.relative_to(table).parts)
+    ]
+
+
 def copy_table_version(source: Path, target: Path, version: int) -> PinnedTable:
-    """Copy the table at ``source`` as of ``version`` to ``target``: its log up to ``version`` and that
-    version's data files (``_last_checkpoint`` is left out: it may name a later checkpoint)."""
+    """Copy the table at ``source`` as of ``version`` to ``target``: its log up to ``version`` and its data files.
+
+    Every data file on disk is copied, not only those ``version`` reads: earlier versions still within the VACUUM
+    retention read the files later compactions replaced, and a Delta stream restarted from a restored checkpoint
+    reads the versions after its offset. Files of later commits are copied unreferenced, so they are never read.
+    ``_last_checkpoint`` is left out: it may name a checkpoint after ``version``.
+    """
     from deltalake import DeltaTable
 
-    files = DeltaTable(str(source), version=version).file_uris()
+    pinned = [
+        Path(uri.removeprefix("file://")).relative_to(source)
+        for uri in DeltaTable(str(source), version=version).file_uris()
+    ]
     (target / "_delta_log").mkdir(parents=True, exist_ok=True)
     for entry in (source / "_delta_log").iterdir():
         entry_version = _log_version(entry.name)
         if entry.is_file() and entry_version is not None and entry_version <= version:
             shutil.copy2(entry, target / "_delta_log" / entry.name)
     size = 0
-    for uri in files:
-        relative = Path(uri.removeprefix("file://")).relative_to(source)
+    for relative in _data_files(source):
         (target / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / relative, target / relative)
+        try:
+            shutil.copy2(source / relative, target / relative)
+        except FileNotFoundError:  # vacuumed meanwhile: a file the pinned version does not read (checked below)
+            continue
         size += (target / relative).stat().st_size
-    return PinnedTable("", version, len(files), size)
+    missing = [str(f) for f in pinned if not (target / f).exists()]
+    if missing:
+        raise ServiceError(f"{source}: files of version {version} missing from the copy: {', '.join(missing[:3])}")
+    return PinnedTable("", version, len(pinned), size)
 
 
 def client_tool(tool: str) -> str:

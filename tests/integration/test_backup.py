@@ -9,7 +9,7 @@ import duckdb
 import pytest
 from deltalake import DeltaTable
 
-from ecom import backup
+from ecom import backup, maintenance
 from ecom.runtime.process import ServiceError
 from ecom.settings import child_environment
 from pipelines.silver.sinks import LakeSink
@@ -55,8 +55,9 @@ def source(stack, tmp_path):
 
 def test_restore_into_a_scratch_location_gives_the_pinned_versions_and_the_dumped_database(source, tmp_path):
     sink = LakeSink(source.lake)
-    for b in range(3):  # bronze at version 2, and an archive table (found wherever it is under the root)
+    for b in range(3):  # bronze at version 2, compacted at 3; an archive table (found anywhere under the root)
         sink.append(lambda b=b: bronze_rows(b * 4, 4), "bronze", "transactions", f"s:{b}", retry=False)
+    maintenance.compact(source, [("bronze", "transactions")], echo=lambda _: None)
     sink.append(lambda: bronze_rows(100, 2), "archive/bronze", "transactions", "s:a", retry=False)
     serve(source.postgres.dsn, 0, ["a", "b"])
     checkpoint = tmp_path / "source" / "checkpoints" / "ingest" / "commits"
@@ -66,7 +67,7 @@ def test_restore_into_a_scratch_location_gives_the_pinned_versions_and_the_dumpe
     manifest = backup.create(source, tmp_path / "backup", echo=lambda _: None)
 
     assert {n: t["version"] for n, t in manifest["tables"].items()} == {
-        "bronze/transactions": 2,
+        "bronze/transactions": 3,
         "archive/bronze/transactions": 0,
     }
     assert list(manifest["tables"]) == ["bronze/transactions", "archive/bronze/transactions"]  # hot before archive
@@ -84,9 +85,11 @@ def test_restore_into_a_scratch_location_gives_the_pinned_versions_and_the_dumpe
             env=env, check=True, capture_output=True, text=True,
         )  # fmt: skip
         restored = DeltaTable(target.lake.table("bronze", "transactions"))
-        assert restored.version() == 2
+        assert restored.version() == 3
         offsets = sorted(restored.to_pyarrow_table(columns=["kafka_offset"])["kafka_offset"].to_pylist())
         assert offsets == list(range(12))  # as pinned: not the append made after the backup
+        before_compaction = DeltaTable(target.lake.table("bronze", "transactions"), version=1)
+        assert before_compaction.to_pyarrow_table().num_rows == 8  # time travel as far back as the source had
         con = duckdb.connect()
         con.register("archive", DeltaTable(target.lake.table("archive/bronze", "transactions")).to_pyarrow_dataset())
         assert con.execute("SELECT min(kafka_offset), count(*) FROM archive").fetchone() == (100, 2)
