@@ -1,5 +1,5 @@
 # One target per thing a person does. `make help` lists them.
-.PHONY: help setup demo test test-unit test-fast chaos lint format up down status bench clean
+.PHONY: help setup demo test test-unit test-fast chaos lint format up down status maintain migrate backup bench clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,5 +35,14 @@ down: ## stop everything the project started
 status: ## what runs where
 	@.venv/bin/ecom status
 
-clean: down ## stop and delete local data (lake, Kafka, PostgreSQL, MLflow; keeps the jar cache)
-	@find data -mindepth 1 -maxdepth 1 ! -name jars -exec rm -rf {} +
+maintain: setup ## compact the streaming tables' small files and VACUUM them (docs/maintenance.md)
+	@.venv/bin/ecom maintain all
+
+migrate: setup ## after an upgrade: apply the PostgreSQL and lake migrations (`up` does too)
+	@.venv/bin/ecom migrate
+
+backup: setup ## back up the lake and PostgreSQL into BACKUP_DIR (default data/backups/<UTC time>)
+	@.venv/bin/ecom backup create $(or $(BACKUP_DIR),data/backups/$(shell date -u +%Y%m%dT%H%M%SZ))
+
+clean: down ## stop and delete local data (lake, Kafka, PostgreSQL, MLflow; keeps the jar cache and data/backups)
+	@find data -mindepth 1 -maxdepth 1 ! -name jars ! -name backups -exec rm -rf {} +

@@ -148,6 +148,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(args), args)
 
 
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from ecom.maintenance import run_maintain
+
+    return run_maintain(_settings(args), args)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from ecom.upgrades import migrate_all
+
+    migrate_all(_settings(args))
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from ecom.backup import run_backup
+
+    return run_backup(_settings(args), args)
+
+
 def _timestamp(text: str) -> datetime:
     ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
@@ -224,6 +243,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     dash = add("dashboard", cmd_dashboard, "Serve the Plotly Dash dashboard (reads PostgreSQL, sign-in required).")
     dash.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
+
+    maintain = add(
+        "maintain",
+        cmd_maintain,
+        "Compact the streaming tables' small files and VACUUM them; files per table before and after "
+        "(docs/maintenance.md).",
+    )
+    from ecom.maintenance import add_maintain_arguments
+
+    add_maintain_arguments(maintain)
+
+    add("migrate", cmd_migrate, "Apply the PostgreSQL migrations and the lake's schema migrations (`up` does too).")
+
+    backup = add(
+        "backup",
+        cmd_backup,
+        "Back up the lake (a Delta version pinned per table) and PostgreSQL (pg_dump), or restore a backup.",
+    )
+    from ecom.backup import add_backup_arguments
+
+    add_backup_arguments(backup)
 
     demo = add("demo", cmd_demo, "Start everything, stream live orders and serve the dashboard until Ctrl-C.")
     demo.add_argument("--rate", type=float, help="orders per second (default: simulator.rate_per_s)")

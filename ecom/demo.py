@@ -2,8 +2,10 @@
 
 Starts the stack (what is not running); on a fresh stack with no registered
 fraud model, backfills history, streams it into silver and trains a first model
-(so scoring works from the first live order); then starts the stream and the
-dashboard as background processes and generates live orders in the foreground
+(so scoring works from the first live order); then starts the stream, the
+gold batch and the lake maintenance (``ecom maintain all``: compaction and
+VACUUM every ``maintenance.schedule_s``) on their schedules, and the dashboard,
+as background processes, and generates live orders in the foreground
 until Ctrl-C (or ``--duration``); the live orders continue the backfilled shop
 (same customers, new ids for new ones: ``ecom generate`` continues the shop
 recorded for the topic, docs/simulator.md). On the way out it stops everything it started.
@@ -113,10 +115,12 @@ def demo_user() -> tuple[dict[str, str], str | None]:
 def process_commands(settings: Settings) -> dict[str, list[str]]:
     """The ``ecom`` arguments of each background process the demo starts, by process name."""
     every = str(settings.gold.schedule_s)
+    maintain_every = str(settings.maintenance.schedule_s)
     return {
         "stream": ["stream", "all"],
         "stream-gold": ["stream", "gold"],
         "gold-batch": ["batch", "daily", "--every", every, "--first-after", every],
+        "maintain": ["maintain", "all", "--every", maintain_every, "--first-after", maintain_every],
         "dashboard": ["dashboard"],
     }
 
@@ -132,6 +136,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     user_env, demo_password = demo_user()
     gold_batch = ManagedProcess("gold-batch", run_dir)
     gold_stream = ManagedProcess("stream-gold", run_dir)
+    maintain = ManagedProcess("maintain", run_dir)
     ours: list[ManagedProcess] = []
     done = threading.Event()
     try:  # from the first step on: an interrupted first run stops what it started too
@@ -140,7 +145,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             bootstrap_model(settings, env, args.backfill_days, args.backfill_count)
         bootstrap_gold(settings, env)
         commands = process_commands(settings)
-        for proc in (stream, gold_stream, gold_batch, dash_proc):
+        for proc in (stream, gold_stream, gold_batch, maintain, dash_proc):
             if not proc.is_running():
                 proc.start(
                     [sys.executable, "-m", "ecom.cli", *commands[proc.name]],

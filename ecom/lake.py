@@ -58,6 +58,10 @@ def ensure_table(spark: SparkSession, path: str, schema: StructType, partition_b
 
 
 def prepare_lake(spark: SparkSession, settings: Settings) -> None:
-    """Create every table of ``TABLES`` that does not exist yet."""
+    """Bring tables an earlier version wrote up to today's schemas, then create every table of ``TABLES`` that
+    does not exist yet."""
+    from ecom.upgrades import migrate_lake
+
+    migrate_lake(settings)
     for (layer, name), (schema, partition_by) in TABLES.items():
         ensure_table(spark, settings.lake.table(layer, name), schema, partition_by)

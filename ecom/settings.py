@@ -222,6 +222,17 @@ class GoldSettings(_Section):
     schedule_s: float = 900  # the demo runs `ecom batch daily` this often while live (after one run at start)
 
 
+class MaintenanceSettings(_Section):
+    """Lake maintenance (ecom/maintenance.py; docs/maintenance.md): compaction, VACUUM, their schedule."""
+
+    target_file_mb: int = 128  # compaction rewrites small files into files of about this size
+    max_concurrent_tasks: int = 2  # files compaction writes at once
+    compact_attempts: int = 5  # a compaction that lost to a merge or delete is run again, this often at most
+    retry_wait_s: float = 0.5  # wait before the n-th rerun: n times this
+    vacuum_retention_hours: float = 168  # VACUUM keeps what versions of the last week need (Delta's default)
+    schedule_s: float = 3600  # the demo compacts (and vacuums) this often while live
+
+
 class DashboardSettings(_Section):
     host: str
     port: int
@@ -250,6 +261,7 @@ class Settings(_Section):
     fraud: FraudSettings
     retention: RetentionSettings
     gold: GoldSettings = GoldSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
     dashboard: DashboardSettings
     jars: JarSettings
 

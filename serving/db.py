@@ -1,14 +1,17 @@
 """PostgreSQL serving store: connections, versioned migrations, idempotent bulk upserts.
 
 Migrations are the numbered ``serving/migrations/NNNN_*.sql`` files, applied
-in order once each and recorded in ``schema_migrations``. Upserts load rows
-with ``COPY`` into a temporary staging table and merge with
-``INSERT ... ON CONFLICT``; the (sink, batch_id) bookkeeping row is written in
-the same database transaction, so a replayed micro-batch changes nothing.
+in order once each and recorded in ``schema_migrations`` with their SHA-256
+checksum; an applied migration whose file has changed stops ``migrate`` with
+``MigrationChanged`` naming it. Upserts load rows with ``COPY`` into a
+temporary staging table and merge with ``INSERT ... ON CONFLICT``; the
+(sink, batch_id) bookkeeping row is written in the same database transaction,
+so a replayed micro-batch changes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Iterator, Sequence
@@ -19,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import psycopg2
 import psycopg2.extensions
+
+from ecom.runtime.process import ServiceError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[\w-]+\.sql$")
@@ -49,23 +54,70 @@ def migration_files() -> list[tuple[int, Path]]:
     return found
 
 
+class MigrationChanged(ServiceError):
+    """An applied migration's file no longer has the checksum recorded when it was applied."""
+
+
+def migration_checksum(path: Path) -> str:
+    """SHA-256 of a migration file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _has_checksums(cur) -> bool:
+    cur.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = 'schema_migrations' AND column_name = 'checksum'"
+    )
+    return cur.fetchone() is not None
+
+
+def check_checksums(recorded: dict[int, str | None], files: list[tuple[int, Path]]) -> None:
+    """Raise ``MigrationChanged`` naming every applied migration whose file differs from its recorded checksum."""
+    changed = [
+        path.name
+        for version, path in files
+        if recorded.get(version) is not None and recorded[version] != migration_checksum(path)
+    ]
+    if changed:
+        raise MigrationChanged(
+            f"applied migration(s) {', '.join(changed)} changed since they were applied (checksum differs from "
+            "schema_migrations.checksum): restore the file(s) and put the change in a new numbered migration"
+        )
+
+
 def migrate(dsn: str) -> list[int]:
-    """Apply pending migrations in order; returns the versions applied now."""
+    """Apply pending migrations in order; returns the versions applied now.
+
+    Applied migrations are checked first against their recorded checksums (``MigrationChanged`` if a file was
+    edited); the checksums of migrations applied before checksums were recorded are filled in.
+    """
     applied_now = []
+    files = migration_files()
     with connection(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(7263541)")
         cur.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-        cur.execute("SELECT version FROM schema_migrations")
-        done = {row[0] for row in cur.fetchall()}
-        for version, path in migration_files():
-            if version in done:
+        if _has_checksums(cur):
+            cur.execute("SELECT version, checksum FROM schema_migrations")
+            recorded = dict(cur.fetchall())
+            check_checksums(recorded, files)
+        else:
+            cur.execute("SELECT version FROM schema_migrations")
+            recorded = {row[0]: None for row in cur.fetchall()}
+        for version, path in files:
+            if version in recorded:
                 continue
             cur.execute(path.read_text())
             cur.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, path.name))
             applied_now.append(version)
+        if _has_checksums(cur) and (applied_now or None in recorded.values()):
+            for version, path in files:
+                cur.execute(
+                    "UPDATE schema_migrations SET checksum = %s WHERE version = %s AND checksum IS NULL",
+                    (migration_checksum(path), version),
+                )
     return applied_now
 
 
@@ -163,6 +215,28 @@ def recreate_database(dsn: str) -> None:
     name = _database_name(dsn)
     _as_admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
     migrate(dsn)
+
+
+def recreate_empty_database(dsn: str, replace: bool = False) -> None:
+    """Create the database named by ``dsn``, without migrations (a restore fills it); one that exists is
+    dropped first if ``replace``, else refused unless it holds no table."""
+    name = _database_name(dsn)
+    conn = connect(admin_dsn(dsn))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            exists = cur.fetchone() is not None
+    finally:
+        conn.close()
+    if exists and not replace:
+        with connection(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+            if cur.fetchone()[0]:
+                raise ServiceError(f"database {name} holds tables: restore elsewhere, or pass --replace")
+        _as_admin(dsn, f'DROP DATABASE "{name}"')
+    elif exists:
+        _as_admin(dsn, f'DROP DATABASE "{name}" WITH (FORCE)')
+    _as_admin(dsn, f'CREATE DATABASE "{name}"')
 
 
 def drop_database(dsn: str) -> None:

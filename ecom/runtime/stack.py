@@ -1,8 +1,9 @@
 """The local stack as one unit: ``up``, ``down``, ``status``.
 
 Starts what is configured as embedded (Kafka, PostgreSQL), applies the serving
-migrations, and prepares the local MLflow tracking store and registry. External
-services (``embedded: false`` or ``ECOM_POSTGRES_DSN``) are only checked.
+migrations and the lake's (``ecom.upgrades``), and prepares the local MLflow
+tracking store and registry. External services (``embedded: false`` or
+``ECOM_POSTGRES_DSN``) are only checked.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def prepare_mlflow(settings: Settings) -> None:
 def up(settings: Settings, log=print) -> None:
     """Start every embedded service that is not running; harmless when all run."""
     from ecom.secrets import ROLE_PASSWORD_ENV, role_password
+    from ecom.upgrades import migrate_lake
     from serving.db import migrate, set_role_passwords
 
     if settings.kafka.embedded:
@@ -80,6 +82,8 @@ def up(settings: Settings, log=print) -> None:
             )
     applied = migrate(settings.postgres.dsn)
     log(f"postgres   schema up to date{f' (applied {applied})' if applied else ''}")
+    lake = migrate_lake(settings, echo=log)
+    log(f"lake       schemas up to date{f' ({len(lake)} migrations applied)' if lake else ''}")
     roles = set_role_passwords(settings.postgres.dsn, {r: role_password(settings, r) for r in ROLE_PASSWORD_ENV})
     if roles:
         log(f"postgres   passwords set for {', '.join(roles)} (environment or {settings.data_dir}/secrets)")

@@ -10,7 +10,8 @@ of a batch on two cores, so the stream keeps the profiles in its driver
   folded so far;
 - at most every ``stream.profiles_snapshot_s`` seconds the changed profiles
   are MERGEd into the table, the commit's userMetadata recording those
-  offsets (``{"kafka_offsets": {"0": 41, ...}}``);
+  offsets (``{"kafka_offsets": {"0": 41, ...}}``); a merge that loses to a
+  compaction (``ecom maintain``, which removes the files it read) is run again;
 - on start (``load``) the snapshot is read and the silver rows past its
   offsets are folded on top, so the state is exactly "silver so far" even
   after a crash between snapshots.
@@ -38,6 +39,7 @@ from pipelines.silver.faults import kill_point
 log = logging.getLogger(__name__)
 
 _OFFSETS_KEY = "kafka_offsets"
+SNAPSHOT_ATTEMPTS = 5  # a snapshot merge that lost to a compaction commit is merged again, this often at most
 
 
 class CustomerState:
@@ -68,6 +70,7 @@ class CustomerState:
         """
         from deltalake import CommitProperties
         from deltalake import DeltaTable as RsDeltaTable
+        from deltalake.exceptions import CommitFailedError
 
         changed = [self.profiles[c] for c in sorted(self.dirty)]
         source = pa.Table.from_pandas(
@@ -75,19 +78,26 @@ class CustomerState:
         )
         meta = json.dumps({_OFFSETS_KEY: {str(p): o for p, o in sorted(self.offsets.items())}})
         kill_point("snapshot_writing")
-        (
-            RsDeltaTable(path)
-            .merge(
-                source,
-                "t.customer_id = s.customer_id",
-                source_alias="s",
-                target_alias="t",
-                commit_properties=CommitProperties(custom_metadata={"userMetadata": meta}),
-            )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
-        )
+        for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
+            try:
+                (
+                    RsDeltaTable(path)
+                    .merge(
+                        source,
+                        "t.customer_id = s.customer_id",
+                        source_alias="s",
+                        target_alias="t",
+                        commit_properties=CommitProperties(custom_metadata={"userMetadata": meta}),
+                    )
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute()
+                )
+                break
+            except CommitFailedError:  # a compaction (ecom maintain) committed first: merge into its version
+                if attempt == SNAPSHOT_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * attempt)
         kill_point("snapshot_committed")
         self.dirty.clear()
         self.last_snapshot = time.monotonic()
