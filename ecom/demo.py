@@ -1,11 +1,13 @@
 """``ecom demo``: the whole pipeline on embedded defaults, ending with a live dashboard.
 
 Starts the stack (what is not running); on a fresh stack with no registered
-fraud model, backfills history, streams it into silver and trains a first model
-(so scoring works from the first live order); then starts the stream, the
-gold batch and the lake maintenance (``ecom maintain all``: compaction and
-VACUUM every ``maintenance.schedule_s``) on their schedules, and the dashboard,
-as background processes, and generates live orders in the foreground
+fraud model, backfills history, streams it into silver, trains a first model
+(so scoring works from the first live order) and scores the history with it;
+runs the daily gold batch once if gold was never computed; then starts the
+stream, the live gold metrics, the gold batch on its schedule
+(``gold.schedule_s``), the lake maintenance (``ecom maintain all``: compaction
+and VACUUM every ``maintenance.schedule_s``) and the dashboard as background
+processes, and generates live orders in the foreground
 until Ctrl-C (or ``--duration``); the live orders continue the backfilled shop
 (same customers, new ids for new ones: ``ecom generate`` continues the shop
 recorded for the topic, docs/simulator.md). On the way out it stops everything it started.
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
@@ -67,7 +69,7 @@ def _run_step(what: str, cmd: list[str], env: dict[str, str]) -> None:
 
 
 def bootstrap_model(settings: Settings, env: dict[str, str], days: int, count: int) -> None:
-    """No model registered yet: backfill history, build silver from it, train and register one."""
+    """No model registered yet: backfill history, build silver from it, train and register one, score the history."""
     from ml.registry import champion_version
 
     if champion_version(settings) is not None:
@@ -81,6 +83,21 @@ def bootstrap_model(settings: Settings, env: dict[str, str], days: int, count: i
     )
     _run_step("stream the backfill into bronze and silver", [*cli, "stream", "all", "--once"], env)
     _run_step("train and register the fraud model", [*cli, "train"], env)
+    # The backfill reached silver before there was a model: score it now, so the fraud page has a history.
+    until = datetime.now(UTC) + timedelta(minutes=1)
+    since = until - timedelta(days=days + 1)
+    _run_step(
+        "score the backfill with the new model",
+        [
+            *cli,
+            "rescore",
+            "--since",
+            since.isoformat(timespec="seconds"),
+            "--until",
+            until.isoformat(timespec="seconds"),
+        ],
+        env,
+    )
 
 
 def gold_computed(settings: Settings) -> bool:
