@@ -1,0 +1,26 @@
+"""``ecom notebook``: the project's kernel (this interpreter, for Spark's Python workers too) and JupyterLab on loopback."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ecom.notebook import KERNEL_NAME, NOTEBOOKS_DIR, install_kernel, jupyter_command
+
+
+def test_kernel_runs_this_interpreter_and_spark_workers_too(tmp_path):
+    folder = install_kernel(prefix=str(tmp_path), python="/opt/py/bin/python")
+    assert folder == tmp_path / "share" / "jupyter" / "kernels" / KERNEL_NAME
+    spec = json.loads((folder / "kernel.json").read_text())
+    assert spec["argv"][:3] == ["/opt/py/bin/python", "-m", "ipykernel_launcher"]
+    assert spec["env"]["PYSPARK_PYTHON"] == "/opt/py/bin/python"
+    assert install_kernel(prefix=str(tmp_path)) == folder  # a second install rewrites it
+    assert json.loads((folder / "kernel.json").read_text())["argv"][0] == sys.executable
+
+
+def test_jupyter_listens_on_loopback_only_with_the_ecom_kernel():
+    command = jupyter_command(8899, open_browser=False)
+    assert command[:3] == [sys.executable, "-m", "jupyterlab"]
+    assert "--ServerApp.ip=127.0.0.1" in command and "--ServerApp.port=8899" in command
+    assert f"--ServerApp.root_dir={NOTEBOOKS_DIR}" in command
+    assert f"--MappingKernelManager.default_kernel_name={KERNEL_NAME}" in command
