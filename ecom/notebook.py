@@ -44,9 +44,12 @@ def install_kernel(prefix: str = sys.prefix, python: str = sys.executable) -> Pa
     return folder
 
 
-def jupyter_command(port: int, open_browser: bool) -> list[str]:
-    """JupyterLab on 127.0.0.1:``port`` rooted at ``notebooks/``, the ``ecom`` kernel by default."""
-    return [
+def jupyter_command(port: int, open_browser: bool, as_root: bool = False) -> list[str]:
+    """JupyterLab on 127.0.0.1:``port`` rooted at ``notebooks/``, the ``ecom`` kernel by default.
+
+    Jupyter refuses to run as root unless told; ``as_root`` tells it (containers and CI machines run as root,
+    and the server listens on loopback only, behind its token)."""
+    command = [
         sys.executable, "-m", "jupyterlab",
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
@@ -54,6 +57,7 @@ def jupyter_command(port: int, open_browser: bool) -> list[str]:
         f"--MappingKernelManager.default_kernel_name={KERNEL_NAME}",
         f"--ServerApp.open_browser={open_browser}",
     ]  # fmt: skip
+    return command + ["--ServerApp.allow_root=True"] if as_root else command
 
 
 def add_notebook_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +81,8 @@ def run_notebook(settings: Settings, args: argparse.Namespace) -> int:
     print(f"profile {settings.profile}: lake {settings.lake.root}", flush=True)
     env = {**os.environ, "ECOM_PROFILE": settings.profile, "PYSPARK_PYTHON": sys.executable}
     try:
-        return subprocess.run(jupyter_command(args.port, args.browser), env=env, check=False).returncode
+        return subprocess.run(
+            jupyter_command(args.port, args.browser, os.geteuid() == 0), env=env, check=False
+        ).returncode
     except KeyboardInterrupt:
         return 130

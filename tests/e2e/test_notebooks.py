@@ -67,7 +67,7 @@ def test_notebook_runs_top_to_bottom(name, shop, artefacts, monkeypatch):
         monkeypatch.setenv(key, value)  # the kernel inherits them: get_settings() sees the shop
     executed = artefacts / name
     papermill.execute_notebook(
-        NOTEBOOKS_DIR / name, executed, kernel_name=KERNEL_NAME, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+        NOTEBOOKS_DIR / name, executed, kernel_name=KERNEL_NAME, cwd=str(artefacts), progress_bar=False,
         execution_timeout=300,
     )  # fmt: skip
     book = nbformat.read(executed, as_version=4)

@@ -24,3 +24,19 @@ def test_jupyter_listens_on_loopback_only_with_the_ecom_kernel():
     assert "--ServerApp.ip=127.0.0.1" in command and "--ServerApp.port=8899" in command
     assert f"--ServerApp.root_dir={NOTEBOOKS_DIR}" in command
     assert f"--MappingKernelManager.default_kernel_name={KERNEL_NAME}" in command
+    assert "--ServerApp.allow_root=True" not in command
+    assert jupyter_command(8899, open_browser=False, as_root=True)[-1] == "--ServerApp.allow_root=True"
+
+
+def test_without_jupyterlab_the_command_says_how_to_install_it(monkeypatch, capsys):
+    import argparse
+    import importlib.util
+
+    from ecom.notebook import run_notebook
+    from ecom.settings import load_settings
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jupyterlab" else real(name, *a))
+    assert run_notebook(load_settings("test"), argparse.Namespace(port=8899, browser=False)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "make notebook" in err and "pip install -e '.[notebook]'" in err
