@@ -44,6 +44,15 @@ def install_kernel(prefix: str = sys.prefix, python: str = sys.executable) -> Pa
     return folder
 
 
+def install_lab_settings(prefix: str = sys.prefix) -> Path:
+    """JupyterLab page settings for this environment: no prompt to rebuild JupyterLab (the Dash package ships a
+    source extension the notebooks do not need). Returns the file written."""
+    path = Path(prefix) / "etc" / "jupyter" / "labconfig" / "page_config.d" / f"{KERNEL_NAME}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"buildCheck": False, "buildAvailable": False}, indent=1) + "\n")
+    return path
+
+
 def jupyter_command(port: int, open_browser: bool, as_root: bool = False) -> list[str]:
     """JupyterLab on 127.0.0.1:``port`` rooted at ``notebooks/``, the ``ecom`` kernel by default.
 
@@ -77,6 +86,7 @@ def run_notebook(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 2
     folder = install_kernel()
+    install_lab_settings()
     print(f"kernel {KERNEL_NAME}: {sys.executable} ({folder})", flush=True)
     print(f"profile {settings.profile}: lake {settings.lake.root}", flush=True)
     env = {**os.environ, "ECOM_PROFILE": settings.profile, "PYSPARK_PYTHON": sys.executable}

@@ -40,3 +40,11 @@ def test_without_jupyterlab_the_command_says_how_to_install_it(monkeypatch, caps
     assert run_notebook(load_settings("test"), argparse.Namespace(port=8899, browser=False)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "make notebook" in err and "pip install -e '.[notebook]'" in err
+
+
+def test_lab_settings_turn_off_the_rebuild_prompt(tmp_path):
+    from ecom.notebook import install_lab_settings
+
+    path = install_lab_settings(prefix=str(tmp_path))
+    assert path == tmp_path / "etc" / "jupyter" / "labconfig" / "page_config.d" / f"{KERNEL_NAME}.json"
+    assert json.loads(path.read_text()) == {"buildCheck": False, "buildAvailable": False}
