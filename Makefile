@@ -1,5 +1,5 @@
 # One target per thing a person does. `make help` lists them.
-.PHONY: help setup demo test test-unit test-fast chaos lint format up down status maintain migrate backup bench clean
+.PHONY: help setup demo test test-unit test-fast chaos lint format up down status maintain migrate backup notebook bench clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,11 @@ down: ## stop everything the project started
 
 status: ## what runs where
 	@.venv/bin/ecom status
+
+notebook: setup ## JupyterLab on 127.0.0.1:8888 over notebooks/ with the project's kernel (installs JupyterLab once)
+	@.venv/bin/python -c 'import jupyterlab' 2>/dev/null || .venv/bin/pip install -q -e ".[notebook]"
+	@.venv/bin/ecom notebook
+
 
 maintain: setup ## compact the streaming tables' small files and VACUUM them (docs/maintenance.md)
 	@.venv/bin/ecom maintain all

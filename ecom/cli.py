@@ -167,6 +167,18 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return run_backup(_settings(args), args)
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    from ecom.sql import run_sql
+
+    return run_sql(_settings(args), args)
+
+
+def cmd_notebook(args: argparse.Namespace) -> int:
+    from ecom.notebook import run_notebook
+
+    return run_notebook(_settings(args), args)
+
+
 def _timestamp(text: str) -> datetime:
     ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
@@ -240,6 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.gold.job import add_batch_arguments
 
     add_batch_arguments(batch)
+
+    lake_sql = add(
+        "sql",
+        cmd_sql,
+        "Run SQL (DuckDB) over the lake's Delta tables by name (gold.rfm, ...), now or as of a version or time.",
+    )
+    from ecom.sql import add_sql_arguments
+
+    add_sql_arguments(lake_sql)
+
+    notebook = add("notebook", cmd_notebook, "Start JupyterLab on 127.0.0.1 over notebooks/ with the project's kernel.")
+    from ecom.notebook import add_notebook_arguments
+
+    add_notebook_arguments(notebook)
 
     dash = add("dashboard", cmd_dashboard, "Serve the Plotly Dash dashboard (reads PostgreSQL, sign-in required).")
     dash.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")

@@ -8,12 +8,14 @@ PostgreSQL once per session if they are not running, and stops what it started.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 os.environ["ECOM_PROFILE"] = "test"
 
-from ecom.settings import Settings, load_settings  # noqa: E402
+from ecom.settings import Settings, child_environment, load_settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +87,39 @@ def isolated(stack: Settings, tmp_path):
     ensure_topics(settings)
     yield settings
     drop_database(settings.postgres.dsn)
+
+
+def shop_environment(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment of a child ``ecom`` (or a notebook kernel) that must use these settings' topics, labels topic
+    included, lake, database and MLflow store; ``extra`` variables on top."""
+    return {**child_environment(settings), "ECOM_KAFKA__TOPICS__LABELS": settings.kafka.labels_topic, **extra}
+
+
+def run_ecom_together(settings: Settings, *commands: tuple[str, ...], timeout: float = 900) -> None:
+    """Independent ``ecom`` commands (e.g. ``train`` and ``batch daily``) at the same time; the test fails with the
+    output of any that fails."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as logs:
+        started = []
+        for i, args in enumerate(commands):
+            log = open(f"{logs}/{i}.log", "w+")  # noqa: SIM115 (closed below)
+            proc = subprocess.Popen([sys.executable, "-m", "ecom.cli", *args], env=shop_environment(settings),
+                                    stdout=log, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+            started.append((args, proc, log))
+        for args, proc, log in started:
+            code = proc.wait(timeout=timeout)
+            log.seek(0)
+            output = log.read()
+            log.close()
+            assert code == 0, f"ecom {' '.join(args)} failed:\n{output[-6000:]}"
+
+
+def run_ecom(settings: Settings, *args: str, timeout: float = 900) -> str:
+    """``python -m ecom.cli ARGS`` on ``settings`` (``shop_environment``); its stdout, or the test fails with its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ecom.cli", *args], env=shop_environment(settings), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    assert done.returncode == 0, f"ecom {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout

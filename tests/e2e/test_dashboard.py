@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -32,8 +31,10 @@ import requests
 
 from dashboard import ids
 from ecom.runtime.process import ManagedProcess, port_open, wait_until
-from ecom.settings import ROOT, child_environment
+from ecom.settings import ROOT
 from serving.db import connection
+from tests.conftest import run_ecom as ecom
+from tests.conftest import shop_environment as env_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]  # the shop is streamed, trained and batched first
 
@@ -42,19 +43,6 @@ USER, PASSWORD = "analyst", "e2e-" + uuid.uuid4().hex[:12]
 BACKFILL = int(os.environ.get("ECOM_E2E_BACKFILL", "3000"))
 LIVE = int(os.environ.get("ECOM_E2E_LIVE", "600"))
 RATE = os.environ.get("ECOM_E2E_RATE", "200")
-
-
-def env_of(settings, **extra) -> dict[str, str]:
-    return {**child_environment(settings), "ECOM_KAFKA__TOPICS__LABELS": settings.kafka.labels_topic, **extra}
-
-
-def ecom(settings, *args: str, timeout: float = 900) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "ecom.cli", *args], env=env_of(settings), capture_output=True, text=True,
-        timeout=timeout,
-    )  # fmt: skip
-    assert done.returncode == 0, f"ecom {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
 
 
 def sql(settings, query: str, params=()) -> list[tuple]:

@@ -21,6 +21,7 @@ from deltalake import DeltaTable
 from ecom.reference import FX_PER_USD
 from ecom.settings import child_environment
 from serving.db import connection
+from tests.conftest import run_ecom as ecom
 
 pytestmark = pytest.mark.integration
 
@@ -42,18 +43,6 @@ SEGMENTS = [
     ("About To Sleep", (2, 3), (1, 2), (1, 2)),
     ("Hibernating", (1, 2), (1, 2), (1, 2)),
 ]
-
-
-def ecom(settings, *args, timeout=900):
-    done = subprocess.run(
-        [sys.executable, "-m", "ecom.cli", *args],
-        env=child_environment(settings),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, f"ecom {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
 
 
 def pg(settings, sql) -> pd.DataFrame:
