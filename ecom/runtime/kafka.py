@@ -61,6 +61,19 @@ def find_java() -> str:
     return java
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (16 bytes, URL-safe base64) that does not start with ``-``.
+
+    One id in 64 would, and the storage tool's argument parser then takes it
+    for an option (``--cluster-id: expected one argument``); Kafka's own
+    ``Uuid.randomUuid`` draws again in that case, and so does this.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class EmbeddedKafka:
     """A single-node KRaft broker + controller on 127.0.0.1."""
 
@@ -105,7 +118,7 @@ class EmbeddedKafka:
     def _format_storage(self, java: str, classpath: str) -> None:
         if (self.home / "logs" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         cmd = [
             java, "-cp", classpath, f"-Dlog4j2.configurationFile={self.home / 'log4j2.yaml'}",
             "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id,
