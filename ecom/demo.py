@@ -4,7 +4,8 @@ Starts the stack (what is not running); on a fresh stack with no registered
 fraud model, backfills history, streams it into silver and trains a first model
 (so scoring works from the first live order); then starts the stream and the
 dashboard as background processes and generates live orders in the foreground
-until Ctrl-C (or ``--duration``); the live orders continue the backfilled shop
+until Ctrl-C (or ``--duration``), with the daily gold batch and the data
+lifecycle (``ecom lifecycle run``, docs/lifecycle.md) on their schedules; the live orders continue the backfilled shop
 (same customers, new ids for new ones: ``ecom generate`` continues the shop
 recorded for the topic, docs/simulator.md). On the way out it stops everything it started.
 It prints the dashboard's address and how long it took until the first live
@@ -122,6 +123,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     user_env, demo_password = demo_user()
     gold_batch = ManagedProcess("gold-batch", run_dir)
     gold_stream = ManagedProcess("stream-gold", run_dir)
+    lifecycle = ManagedProcess("lifecycle", run_dir)
+    lifecycle_every = str(settings.retention.schedule_s)
     ours: list[ManagedProcess] = []
     done = threading.Event()
     try:  # from the first step on: an interrupted first run stops what it started too
@@ -136,6 +139,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 gold_batch,
                 [sys.executable, "-m", "ecom.cli", "batch", "daily", "--every", every, "--first-after", every],
             ),
+            (lifecycle, [sys.executable, "-m", "ecom.cli", "lifecycle", "run", "--every", lifecycle_every]),
             (dash_proc, [sys.executable, "-m", "ecom.cli", "dashboard"]),
         ):
             if not proc.is_running():
