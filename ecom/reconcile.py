@@ -174,13 +174,13 @@ def reconcile(
         conds.append(f"kafka_timestamp < TIMESTAMPTZ '{until.isoformat()}'")
     where = ("WHERE " + " AND ".join(conds)) if conds else ""
     _register_lake(con, settings, where)
-    counts = {name: con.execute(f"SELECT count(*) FROM r_{name}").fetchone()[0] for name in TABLES}
+    counts = {name: con.execute(f"SELECT count(*) FROM r_{name}").fetchall()[0][0] for name in TABLES}
     archived = {
-        name: con.execute(f"SELECT count(*) FROM a_{name} ANTI JOIN h_{name} USING ({COORDS})").fetchone()[0]
+        name: con.execute(f"SELECT count(*) FROM a_{name} ANTI JOIN h_{name} USING ({COORDS})").fetchall()[0][0]
         for name in TABLES
     }
     in_both = sum(
-        con.execute(f"SELECT count(*) FROM a_{name} SEMI JOIN h_{name} USING ({COORDS})").fetchone()[0]
+        con.execute(f"SELECT count(*) FROM a_{name} SEMI JOIN h_{name} USING ({COORDS})").fetchall()[0][0]
         for name in TABLES
     )
     problems: list[str] = []
@@ -190,13 +190,13 @@ def reconcile(
               SELECT {COORDS} FROM r_bronze
               EXCEPT ALL (SELECT {COORDS} FROM r_silver UNION ALL SELECT {COORDS} FROM r_quarantine
                           UNION ALL SELECT {COORDS} FROM r_duplicates))"""
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     extra = con.execute(
         f"""SELECT count(*) FROM (
               (SELECT {COORDS} FROM r_silver UNION ALL SELECT {COORDS} FROM r_quarantine
                UNION ALL SELECT {COORDS} FROM r_duplicates)
               EXCEPT ALL SELECT {COORDS} FROM r_bronze)"""
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if missing:
         problems.append(f"{missing} bronze records are in none of silver, quarantine, duplicates")
     if extra:
@@ -205,12 +205,12 @@ def reconcile(
         f"SELECT event_id, {COORDS} FROM silver_hot UNION ALL "
         f"SELECT event_id, {COORDS} FROM silver_archive ANTI JOIN silver_hot USING ({COORDS})"
     )
-    repeated = con.execute(f"SELECT count(*) - count(DISTINCT event_id) FROM ({silver_all})").fetchone()[0]
+    repeated = con.execute(f"SELECT count(*) - count(DISTINCT event_id) FROM ({silver_all})").fetchall()[0][0]
     if repeated:
         problems.append(f"{repeated} event_ids appear more than once in silver (hot and archive)")
     orphans = con.execute(
         f"SELECT count(*) FROM r_duplicates d ANTI JOIN ({silver_all}) s ON d.event_id = s.event_id"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if orphans:
         problems.append(f"{orphans} duplicates have no event in silver")
 
@@ -229,7 +229,7 @@ def reconcile(
         "SELECT count(*) FILTER (WHERE b.kafka_offset >= k.lo AND b.kafka_offset < k.hi), "
         "count(*) FILTER (WHERE b.kafka_offset < k.first) "
         "FROM r_bronze b JOIN kafka_ranges k ON b.kafka_partition = k.partition"
-    ).fetchone()
+    ).fetchall()[0]
     pending = produced - in_kafka
     if pending < 0:
         problems.append(f"bronze has {-pending} more records than Kafka holds in the same offsets")
@@ -255,16 +255,14 @@ def reconcile(
 def _check_postgres(con: duckdb.DuckDBPyConnection, settings: Settings, ranged: bool) -> tuple[int, list[str]]:
     """PostgreSQL ``transactions`` against silver (hot and archived): the events served, and the problems."""
     problems = []
-    silver = con.execute("SELECT event_id, event_time FROM r_silver").arrow()
-    if isinstance(silver, pa.RecordBatchReader):
-        silver = silver.read_all()
+    silver = con.sql("SELECT event_id, event_time FROM r_silver").to_arrow_table()
     ids = silver.column("event_id").to_pylist()
     with connection(settings.postgres.dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT event_id FROM transactions WHERE event_id = ANY(%s)", (ids,))
         served_ids = pa.table({"event_id": pa.array([r[0] for r in cur.fetchall()], pa.string())})
         if not ranged:
             cur.execute("SELECT count(*) FROM transactions")
-            total_pg = cur.fetchone()[0]
+            total_pg = cur.fetchall()[0][0]
             if total_pg != served_ids.num_rows:
                 problems.append(f"{total_pg - served_ids.num_rows} PostgreSQL transactions are not in silver")
     con.register("served_ids", served_ids)
@@ -272,7 +270,7 @@ def _check_postgres(con: duckdb.DuckDBPyConnection, settings: Settings, ranged: 
     unserved = con.execute(
         "SELECT count(*) FROM silver_events s ANTI JOIN served_ids p USING (event_id) WHERE s.event_time >= ?",
         [_hot_horizon(settings)],
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if unserved:
         problems.append(f"{unserved} silver events inside the hot horizon are missing in PostgreSQL")
     return served_ids.num_rows, problems

@@ -98,14 +98,12 @@ def rows_to_move(hot: DeltaTable, policy: LakePolicy, cutoff: str) -> pa.Table:
     archive's schema (one read of one table version)."""
     rows = (
         _over(hot)
-        .execute(
+        .sql(
             f"SELECT *, CAST(date_trunc('month', {policy.age}) AS DATE) AS {MONTH} FROM hot "
             f"WHERE {policy.age} < DATE '{cutoff}'"
         )
-        .arrow()
+        .to_arrow_table()
     )
-    if isinstance(rows, pa.RecordBatchReader):
-        rows = rows.read_all()
     return rows.select(archive_schema(policy).names).cast(archive_schema(policy))
 
 
@@ -140,7 +138,7 @@ def archived_count(archive_path: str, policy: LakePolicy, month_rows: pa.Table) 
     con.register("archive", dataset.to_table(columns=list(keys), filter=pc.field(MONTH) == month))
     con.register("moved", month_rows.select(list(keys)))
     join = " AND ".join(f"a.{k} = m.{k}" for k in keys)
-    return con.execute(f"SELECT count(*) FROM moved m SEMI JOIN archive a ON {join}").fetchone()[0]
+    return con.execute(f"SELECT count(*) FROM moved m SEMI JOIN archive a ON {join}").fetchall()[0][0]
 
 
 def delete_hot(lake: LakeSettings, policy: LakePolicy, cutoff: str, month_rows: pa.Table) -> dict:

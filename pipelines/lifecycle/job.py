@@ -41,6 +41,9 @@ class LifecycleReport:
 
     @property
     def changed(self) -> bool:
+        """True if the run changed a table (a dry run never does)."""
+        if self.dry_run:
+            return False
         return any(m.archived or m.deleted for m in self.moves) or any(p.rows for p in self.pruned)
 
     def lines(self) -> list[str]:

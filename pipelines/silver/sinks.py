@@ -175,12 +175,14 @@ class LakeSink:
             archive = RsDeltaTable(self.lake.archive("silver", "transactions")).to_pyarrow_dataset()
         except TableNotFoundError:  # nothing archived yet
             return pd.DataFrame(columns=SILVER_COLUMNS)
-        wanted = (
-            pc.field("event_month").isin(sorted({d.replace(day=1) for d in event_dates}))
-            & pc.field("event_date").isin(list(event_dates))
-            & pc.field("event_id").isin(events["event_id"].tolist())
-        )
-        return driver_frame(archive.to_table(columns=SILVER_COLUMNS, filter=wanted))
+        dates = pc.field("event_month").isin(sorted({d.replace(day=1) for d in event_dates})) & pc.field(
+            "event_date"
+        ).isin(list(event_dates))
+        found = archive.to_table(columns=SILVER_COLUMNS, filter=dates)
+        # the ids are matched after the read: the archive's strings may come as string_view, which a dataset
+        # filter cannot compare with a list of str
+        ids = pa.array(events["event_id"].tolist(), pa.string())
+        return driver_frame(found.filter(pc.is_in(pc.cast(found["event_id"], pa.string()), value_set=ids)))
 
     def encode(self, plan: BatchPlan) -> pa.Table:
         """The plan's silver rows in the table's Arrow schema, before anything is written anywhere.
