@@ -1,10 +1,10 @@
 """Lifecycle benchmark, archive half: how long moving N rows past the horizon to the archive takes.
 
 ``python -m benchmarks.lifecycle [--rows 1000000]`` writes, in a scratch lake of its own (deleted at the end),
-``--rows`` silver rows and as many bronze records with event dates spread evenly over ``--days`` days before
-today (delta-rs, in ``--files`` appends per table, as a stream leaves them), then times
-``pipelines.lifecycle.archive.move_table`` for bronze and silver: read, copy to the archive, count, delete
-from the hot table. No service is needed (PostgreSQL pruning is not part of this half).
+``--rows`` silver rows and as many bronze records dated between ``--days`` days ago and the horizon, plus
+``--hot-rows`` of each inside the horizon (delta-rs, in ``--files`` appends per table, as a stream leaves
+them), then times ``pipelines.lifecycle.archive.move_table`` for bronze and silver: read, copy to the
+archive, count, delete from the hot table. No service is needed (PostgreSQL pruning is not part of this half).
 
 Prints one JSON object as its last line: ``archive_seconds`` (both tables) for ``rows_moved`` rows of each,
 per table seconds and rows, and the machine.
@@ -17,6 +17,7 @@ import datetime as dt
 import shutil
 import tempfile
 import time
+from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +31,7 @@ from pipelines.lifecycle import archive
 from pipelines.lifecycle.policy import LAKE_POLICIES, cutoff
 
 POLICIES = {p.name: p for p in LAKE_POLICIES}
+PRICE = Decimal("12.50")
 
 
 def _items(n: int) -> pa.Array:
@@ -40,7 +42,7 @@ def _items(n: int) -> pa.Array:
             pa.array([f"P{i % 500:04d}" for i in range(n)], pa.string()),
             pa.array(["books"] * n, pa.string()),
             pa.array(np.ones(n, dtype="int32")),
-            pa.array([1250] * n, pa.int64()).cast(pa.decimal128(12, 2)),
+            pa.array([PRICE] * n, pa.decimal128(12, 2)),
         ],
         fields=list(arrow_item),
     )
@@ -60,7 +62,7 @@ def silver_rows(start: int, n: int, event_times: np.ndarray) -> pa.Table:
         "customer_id": pa.array([f"C{(start + i) % 20000:05d}" for i in range(n)]),
         "items": _items(n),
         "item_count": pa.array(np.ones(n, dtype="int32")),
-        "amount": pa.array([1250] * n, pa.int64()).cast(pa.decimal128(12, 2)),
+        "amount": pa.array([PRICE] * n, pa.decimal128(12, 2)),
         "currency": pa.array(["USD"] * n),
         "payment_method": pa.array(["card"] * n),
         "channel": pa.array(["web"] * n),
@@ -99,10 +101,22 @@ def bronze_rows(silver: pa.Table) -> pa.Table:
     return pa.Table.from_arrays([values[f.name] for f in schema], schema=schema)
 
 
-def build_lake(lake: LakeSettings, rows: int, days: int, files: int) -> None:
-    """``rows`` silver and bronze rows over the ``days`` before today, in ``files`` appends per table."""
+def event_times(rows: int, hot_rows: int, days: int, horizon_days: int) -> np.ndarray:
+    """``rows`` event times spread over the days before the horizon (back to ``days`` ago) and ``hot_rows`` over
+    the horizon, oldest first (a day's margin each side of the cutoff)."""
     end = np.datetime64(dt.datetime.now(dt.UTC).replace(tzinfo=None), "us")
-    times = end - (np.linspace(0, days * 86_400, rows, endpoint=False)[::-1] * 1e6).astype("timedelta64[us]")
+    day_us = 86_400 * 1_000_000
+
+    def spread(n: int, newest_days: float, oldest_days: float) -> np.ndarray:
+        back = np.linspace(oldest_days * day_us, newest_days * day_us, n, endpoint=False)
+        return end - back.astype("int64").astype("timedelta64[us]")
+
+    return np.concatenate([spread(rows, horizon_days + 1, days), spread(hot_rows, 0, horizon_days - 1)])
+
+
+def build_lake(lake: LakeSettings, times: np.ndarray, files: int) -> None:
+    """Silver rows and bronze records at ``times``, in ``files`` appends per table."""
+    rows = len(times)
     per_file = -(-rows // files)
     for start in range(0, rows, per_file):
         n = min(per_file, rows - start)
@@ -113,13 +127,13 @@ def build_lake(lake: LakeSettings, rows: int, days: int, files: int) -> None:
                         partition_by=["ingest_date"], configuration={"delta.enableDeletionVectors": "false"})  # fmt: skip
 
 
-def measure(rows: int, days: int, horizon_days: int, files: int) -> dict:
-    """Build a scratch lake, move what is past the horizon, time it; the scratch lake is removed."""
+def measure(rows: int, hot_rows: int, days: int, horizon_days: int, files: int) -> dict:
+    """Build a scratch lake, move the ``rows`` past the horizon, time it; the scratch lake is removed."""
     scratch = tempfile.mkdtemp(prefix="ecom-bench-lifecycle-")
     try:
         lake = LakeSettings(root=f"{scratch}/lake", checkpoints=f"{scratch}/checkpoints")
-        log(f"writing {rows:,} silver rows and bronze records over {days} days ...")
-        build_lake(lake, rows, days, files)
+        log(f"writing {rows:,} silver rows and bronze records past the horizon, {hot_rows:,} inside it ...")
+        build_lake(lake, event_times(rows, hot_rows, days, horizon_days), files)
         first_kept = cutoff(dt.datetime.now(dt.UTC).date(), horizon_days).isoformat()
         tables = {}
         for name in ("bronze/transactions", "silver/transactions"):
@@ -134,6 +148,7 @@ def measure(rows: int, days: int, horizon_days: int, files: int) -> dict:
         return {
             "archive_seconds": round(sum(t["seconds"] for t in tables.values()), 2),
             "rows": rows,
+            "hot_rows": hot_rows,
             "rows_moved": tables["silver/transactions"]["rows_moved"],
             "tables": tables,
         }
@@ -144,12 +159,15 @@ def measure(rows: int, days: int, horizon_days: int, files: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     settings = bench_settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000, help="silver rows (and bronze records) written")
-    parser.add_argument("--days", type=int, default=120, help="event dates spread over this many days")
+    parser.add_argument(
+        "--rows", type=int, default=1_000_000, help="silver rows (and bronze records) past the horizon: moved"
+    )
+    parser.add_argument("--hot-rows", type=int, default=300_000, help="rows inside the horizon: kept")
+    parser.add_argument("--days", type=int, default=120, help="the oldest event date, in days before today")
     parser.add_argument("--files", type=int, default=50, help="appends per table")
     args = parser.parse_args(argv)
     machine = machine_info()
-    result = measure(args.rows, args.days, settings.retention.days, args.files)
+    result = measure(args.rows, args.hot_rows, args.days, settings.retention.days, args.files)
     emit({"benchmark": "lifecycle", **result, "horizon_days": settings.retention.days, "machine": machine})
 
 

@@ -14,9 +14,9 @@ counted, and a run killed anywhere and run again loses and duplicates nothing:
 4. MERGE into the hot table on the same keys, deleting the matched rows: only rows the archive holds, so a
    row the stream appended after step 1 stays for the next run.
 
-Streams keep running: the stream's delta-rs appends are blind appends, which do not conflict with a delete
-under Delta's default WriteSerializable isolation, and the Delta streams reading silver or bronze skip
-commits that change existing files (``skipChangeCommits``), as these deletes do.
+Streams keep running: the stream's delta-rs appends read nothing, so a delete never makes them fail; a delete
+that meets a conflicting commit is tried again on a fresh read (``delete_hot``); the Delta streams reading
+silver or bronze skip commits that change existing files (``skipChangeCommits``), as these deletes do.
 """
 
 from __future__ import annotations
