@@ -142,6 +142,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return run_batch(_settings(args), args)
 
 
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    from pipelines.lifecycle.job import run_lifecycle_command
+
+    return run_lifecycle_command(_settings(args), args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ecom.demo import run_demo
 
@@ -266,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     from ecom.notebook import add_notebook_arguments
 
     add_notebook_arguments(notebook)
+
+    lifecycle = add(
+        "lifecycle",
+        cmd_lifecycle,
+        "Retention: move lake rows past their horizon to archive/ Delta tables, prune PostgreSQL (docs/lifecycle.md).",
+    )
+    from pipelines.lifecycle.job import add_lifecycle_arguments
+
+    add_lifecycle_arguments(lifecycle)
 
     dash = add("dashboard", cmd_dashboard, "Serve the Plotly Dash dashboard (reads PostgreSQL, sign-in required).")
     dash.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")

@@ -5,9 +5,10 @@ fraud model, backfills history, streams it into silver, trains a first model
 (so scoring works from the first live order) and scores the history with it;
 runs the daily gold batch once if gold was never computed; then starts the
 stream, the live gold metrics, the gold batch on its schedule
-(``gold.schedule_s``), the lake maintenance (``ecom maintain all``: compaction
-and VACUUM every ``maintenance.schedule_s``) and the dashboard as background
-processes, and generates live orders in the foreground
+(``gold.schedule_s``), the data lifecycle (``ecom lifecycle run`` every
+``retention.schedule_s``, docs/lifecycle.md), the lake maintenance (``ecom
+maintain all``: compaction and VACUUM every ``maintenance.schedule_s``) and the
+dashboard as background processes, and generates live orders in the foreground
 until Ctrl-C (or ``--duration``); the live orders continue the backfilled shop
 (same customers, new ids for new ones: ``ecom generate`` continues the shop
 recorded for the topic, docs/simulator.md). On the way out it stops everything it started.
@@ -133,10 +134,12 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
     """The ``ecom`` arguments of each background process the demo starts, by process name."""
     every = str(settings.gold.schedule_s)
     maintain_every = str(settings.maintenance.schedule_s)
+    lifecycle_every = str(settings.retention.schedule_s)
     return {
         "stream": ["stream", "all"],
         "stream-gold": ["stream", "gold"],
         "gold-batch": ["batch", "daily", "--every", every, "--first-after", every],
+        "lifecycle": ["lifecycle", "run", "--every", lifecycle_every, "--first-after", lifecycle_every],
         "maintain": ["maintain", "all", "--every", maintain_every, "--first-after", maintain_every],
         "dashboard": ["dashboard"],
     }
@@ -154,6 +157,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     gold_batch = ManagedProcess("gold-batch", run_dir)
     gold_stream = ManagedProcess("stream-gold", run_dir)
     maintain = ManagedProcess("maintain", run_dir)
+    lifecycle = ManagedProcess("lifecycle", run_dir)
     ours: list[ManagedProcess] = []
     done = threading.Event()
     try:  # from the first step on: an interrupted first run stops what it started too
@@ -162,7 +166,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             bootstrap_model(settings, env, args.backfill_days, args.backfill_count)
         bootstrap_gold(settings, env)
         commands = process_commands(settings)
-        for proc in (stream, gold_stream, gold_batch, maintain, dash_proc):
+        for proc in (stream, gold_stream, gold_batch, lifecycle, maintain, dash_proc):
             if not proc.is_running():
                 proc.start(
                     [sys.executable, "-m", "ecom.cli", *commands[proc.name]],

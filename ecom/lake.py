@@ -1,13 +1,14 @@
 """Delta tables of the lake: created once with their declared schemas.
 
 Every table is created explicitly from ``ecom.schemas`` (never inferred) with
-deletion vectors off, so delta-rs and DuckDB can read it.
+deletion vectors off, so delta-rs and DuckDB can read it. ``read_with_archive``
+reads a table together with its archive (docs/lifecycle.md).
 """
 
 from __future__ import annotations
 
 from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from ecom.schemas import (
@@ -27,7 +28,7 @@ from ecom.schemas import (
     SILVER_SCHEMA,
     SIMILARITY_SCHEMA,
 )
-from ecom.settings import Settings
+from ecom.settings import LakeSettings, Settings
 
 # (layer, table) -> (schema, partition columns)
 TABLES: dict[tuple[str, str], tuple[StructType, tuple[str, ...]]] = {
@@ -65,3 +66,14 @@ def prepare_lake(spark: SparkSession, settings: Settings) -> None:
     migrate_lake(settings)
     for (layer, name), (schema, partition_by) in TABLES.items():
         ensure_table(spark, settings.lake.table(layer, name), schema, partition_by)
+
+
+def read_with_archive(spark: SparkSession, lake: LakeSettings, layer: str, name: str) -> DataFrame:
+    """A lake table's hot rows and the rows the lifecycle moved to its archive (``archive/<layer>/<table>``,
+    docs/lifecycle.md), in the hot table's columns: the whole history, for batch jobs that look back further
+    than the hot horizon."""
+    hot = spark.read.format("delta").load(lake.table(layer, name))
+    archive = lake.archive(layer, name)
+    if not DeltaTable.isDeltaTable(spark, archive):
+        return hot
+    return hot.unionByName(spark.read.format("delta").load(archive).select(*hot.columns))

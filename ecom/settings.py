@@ -167,6 +167,10 @@ class LakeSettings(_Section):
         """Path of a Delta table, e.g. ``table("bronze", "transactions")``."""
         return f"{self.root}/{layer}/{name}"
 
+    def archive(self, layer: str, name: str) -> str:
+        """Path of the archive table of a lake table, e.g. ``archive("silver", "transactions")``."""
+        return f"{self.root}/archive/{layer}/{name}"
+
     def checkpoint(self, query: str) -> str:
         """Checkpoint folder of one streaming query."""
         return f"{self.checkpoints}/{query}"
@@ -202,7 +206,14 @@ class FraudSettings(_Section):
 
 
 class RetentionSettings(_Section):
-    days: int
+    """Data lifecycle (pipelines/lifecycle; docs/lifecycle.md): horizons of the hot tables, the archive, pruning."""
+
+    days: int = 90  # hot horizon: bronze, silver, quarantine, duplicates and PostgreSQL transactions, by event date
+    alerts_days: int = 730  # fraud alerts (silver/fraud_alerts, PostgreSQL fraud_alerts)
+    summaries_days: int = 365  # PostgreSQL analytics_summaries, by period start
+    lookup_margin_days: int = 2  # the stream also looks events this much younger than the horizon up in the archive
+    prune_batch_rows: int = 5000  # PostgreSQL rows deleted per transaction
+    schedule_s: float = 3600  # the demo runs `ecom lifecycle run` this often
 
 
 class GoldSettings(_Section):

@@ -43,7 +43,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from ecom.lake import prepare_lake
+from ecom.lake import prepare_lake, read_with_archive
 from ecom.schemas import (
     COHORT_SCHEMA,
     CUSTOMER_SCHEMA,
@@ -93,8 +93,9 @@ class GoldBatch:
 
     @cached_property
     def orders(self) -> DataFrame:
-        """Silver orders up to the end of ``as_of``, with revenue in the reporting currency (cached)."""
-        silver = self.spark.read.format("delta").load(self.settings.lake.table("silver", "transactions"))
+        """Silver orders (hot and archived) up to the end of ``as_of``, with revenue in the reporting currency
+        (cached): RFM, cohorts and recommendations look back further than the hot horizon."""
+        silver = read_with_archive(self.spark, self.settings.lake, "silver", "transactions")
         silver = silver.where(F.col("event_date") <= F.lit(self.as_of))
         return orders.with_order_revenue(silver, self.fx).cache()
 

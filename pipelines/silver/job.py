@@ -14,7 +14,8 @@ as early as possible:
    quality rules, pseudonymisation, routing each record to its silver or
    quarantine row: ``transforms``) and brings the batch to the driver as Arrow;
 3. the batch's events are looked up where they may be stored already
-   (PostgreSQL on a first attempt, silver on a retry);
+   (PostgreSQL on a first attempt, silver on a retry; the archive too for
+   events older than the hot horizon, docs/lifecycle.md);
 4. the plan (pandas, milliseconds): repeats ranked, each event classified
    (``new``, ``written``, ``duplicate``), history features from the customer
    profiles the stream holds (``pipelines.silver.state``, ``ml.features``),
@@ -76,6 +77,7 @@ from ecom.secrets import pii_key
 from ecom.settings import Settings, get_settings
 from ml.scoring import ChampionTracker
 from pipelines.bronze.job import read_kafka, with_bronze_columns
+from pipelines.lifecycle.policy import archive_lookup_dates
 from pipelines.silver import plan as p
 from pipelines.silver import transforms as t
 from pipelines.silver.checkpoint import CheckpointInUse, CheckpointLock, sink_id
@@ -212,6 +214,9 @@ class SilverBatch:
             refused = serving.refusals(stream, batch_id) if attempt.retry else {}
             rows = p.batch_rows(routed, self._refused_rows(batch_df.sparkSession, routed, refused))
             stored = lake.stored(rows) if p.looks_up_silver(attempt, self.write_bronze) else serving.stored(rows)
+            old_dates = archive_lookup_dates(rows.event_dates, dt.datetime.now(dt.UTC).date(), self.settings.retention)
+            if old_dates:  # events the lifecycle may have moved out of the hot tables (none in live traffic)
+                stored = p.with_archived(stored, lake.archived(rows, old_dates))
             timer.mark("classify")
             while True:
                 plan = p.plan_batch(

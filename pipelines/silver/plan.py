@@ -11,7 +11,9 @@ duplicates.
 The decisions:
 - a batch whose PostgreSQL commit and alerts are both recorded is skipped (``Attempt.skip``);
 - a first attempt looks events up in PostgreSQL ``transactions``; a retry (and the rebuild from bronze,
-  where PostgreSQL holds everything already) looks in silver itself (``looks_up_silver``);
+  where PostgreSQL holds everything already) looks in silver itself (``looks_up_silver``); events dated
+  older than the hot horizon (less a margin) are also looked up in the archive (``with_archived``), so a
+  duplicate of an archived event is a duplicate (docs/lifecycle.md);
 - repeats of an event within the batch: the earliest Kafka record wins, the others are duplicates;
 - each first record is ``new``, ``written`` (this very record is stored: a replay) or ``duplicate``;
 - new events get their history features and scores; on a retry, events the first attempt stored in silver
@@ -69,6 +71,17 @@ class Attempt:
     @property
     def writes_postgres(self) -> bool:
         return self.postgres != "done"
+
+
+def with_archived(stored: pd.DataFrame, archived: pd.DataFrame) -> pd.DataFrame:
+    """The stored rows of the batch's events plus those only the archive holds (events older than the hot
+    horizon, whose hot rows the lifecycle moved), in ``stored``'s columns."""
+    if not len(archived):
+        return stored
+    only_archived = archived[~archived["event_id"].isin(stored["event_id"])]
+    if not len(stored):
+        return only_archived[list(stored.columns)].reset_index(drop=True)
+    return pd.concat([stored, only_archived[list(stored.columns)]], ignore_index=True)
 
 
 def looks_up_silver(attempt: Attempt, write_bronze: bool) -> bool:

@@ -3,7 +3,7 @@ by (stream, batch id).
 
 - ``LakeSink``: Delta appends with delta-rs from Arrow, in parallel threads (one per table). Every commit is
   tagged with (stream, batch id) in its userMetadata; on a retry a table whose recent commits carry the tag
-  is not written again. It also looks a retried batch's events up in silver.
+  is not written again. It also looks a retried batch's events up in silver, and old events in the archive.
 - ``ServingSink``: PostgreSQL. The batch's bookkeeping (``pipeline_batches``: started, committed), the lookup
   of stored events, and the batch's rows (transactions, customers, alerts) in one transaction that also
   marks it committed. Also the PostgreSQL side of ``ecom rescore``.
@@ -16,6 +16,7 @@ Grain: one write per (sink, stream, micro-batch).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -160,6 +161,28 @@ class LakeSink:
         silver = RsDeltaTable(self.lake.table("silver", "transactions")).to_pyarrow_dataset()
         wanted = pc.field("event_date").isin(rows.event_dates) & pc.field("event_id").isin(rows.event_ids)
         return driver_frame(silver.to_table(filter=wanted))
+
+    def archived(self, rows: BatchRows, event_dates: Sequence[dt.date]) -> pd.DataFrame:
+        """The archived silver rows (``archive/silver/transactions``) of the batch's events dated ``event_dates``:
+        events older than the hot horizon are looked up there too (docs/lifecycle.md, de-duplication)."""
+        from deltalake import DeltaTable as RsDeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        events = rows.firsts[rows.firsts["event_date"].isin(list(event_dates))]
+        if not len(events):
+            return pd.DataFrame(columns=SILVER_COLUMNS)
+        try:
+            archive = RsDeltaTable(self.lake.archive("silver", "transactions")).to_pyarrow_dataset()
+        except TableNotFoundError:  # nothing archived yet
+            return pd.DataFrame(columns=SILVER_COLUMNS)
+        dates = pc.field("event_month").isin(sorted({d.replace(day=1) for d in event_dates})) & pc.field(
+            "event_date"
+        ).isin(list(event_dates))
+        found = archive.to_table(columns=SILVER_COLUMNS, filter=dates)
+        # the ids are matched after the read: the archive's strings may come as string_view, which a dataset
+        # filter cannot compare with a list of str
+        ids = pa.array(events["event_id"].tolist(), pa.string())
+        return driver_frame(found.filter(pc.is_in(pc.cast(found["event_id"], pa.string()), value_set=ids)))
 
     def encode(self, plan: BatchPlan) -> pa.Table:
         """The plan's silver rows in the table's Arrow schema, before anything is written anywhere.

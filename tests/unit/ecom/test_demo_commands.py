@@ -9,7 +9,7 @@ from ecom.demo import process_commands
 from ecom.settings import load_settings
 
 
-@pytest.mark.parametrize("name", ["stream", "stream-gold", "gold-batch", "dashboard"])
+@pytest.mark.parametrize("name", ["stream", "stream-gold", "gold-batch", "lifecycle", "maintain", "dashboard"])
 def test_each_demo_process_command_parses(name):
     settings = load_settings("test")
     args = build_parser().parse_args(process_commands(settings)[name])  # argparse exits (2) on an unknown argument

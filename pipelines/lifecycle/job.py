@@ -1,0 +1,142 @@
+"""``ecom lifecycle run``: retention and archive of the lake, and PostgreSQL pruned to match.
+
+One run, in this order (docs/lifecycle.md):
+
+1. lake (``archive.move_table``): for each table of ``policy.LAKE_POLICIES``, rows whose event date is before
+   the cutoff of its horizon move to ``archive/<layer>/<table>``, month by month: copied, counted, then deleted;
+2. PostgreSQL (``prune.prune_table``), only once every lake move succeeded: ``transactions`` to the hot horizon,
+   ``fraud_alerts`` to the alerts horizon, ``analytics_summaries`` to the summaries horizon, in bounded batches.
+
+``--dry-run`` counts what would move or be pruned and changes nothing. ``--every S`` runs it again every S
+seconds (the demo's schedule). Horizons come from ``retention`` in the settings; ``--as-of`` moves "today".
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from ecom.settings import Settings
+from pipelines.lifecycle import archive, prune
+from pipelines.lifecycle.policy import LAKE_POLICIES, PG_POLICIES, cutoff
+
+
+@dataclass
+class LifecycleReport:
+    """What one run moved and pruned (or, dry, would)."""
+
+    as_of: str
+    dry_run: bool
+    cutoffs: dict[str, str]  # horizon name -> first event date kept hot
+    moves: list[archive.MonthMove] = field(default_factory=list)
+    pruned: list[prune.Pruned] = field(default_factory=list)
+
+    def moved(self, table: str) -> int:
+        return sum(m.rows for m in self.moves if m.table == table)
+
+    @property
+    def changed(self) -> bool:
+        """True if the run changed a table (a dry run never does)."""
+        if self.dry_run:
+            return False
+        return any(m.archived or m.deleted for m in self.moves) or any(p.rows for p in self.pruned)
+
+    def lines(self) -> list[str]:
+        verb = "would move" if self.dry_run else "moved"
+        out = [f"lifecycle as of {self.as_of}" + (" (dry run: nothing changed)" if self.dry_run else "")]
+        out += [f"  keeps hot from {day} ({name})" for name, day in self.cutoffs.items()]
+        out.append(f"{'lake table':<26}{verb + ' to archive':>22}{'archived now':>14}{'deleted hot':>13}")
+        for policy in LAKE_POLICIES:
+            mine = [m for m in self.moves if m.table == policy.name]
+            out.append(
+                f"{policy.name:<26}{sum(m.rows for m in mine):>22,}{sum(m.archived for m in mine):>14,}"
+                f"{sum(m.deleted for m in mine):>13,}"
+            )
+        out.append(f"{'PostgreSQL table':<26}{'would prune' if self.dry_run else 'pruned':>22}{'batches':>14}")
+        out += [f"{p.table:<26}{p.rows:>22,}{p.batches:>14,}" for p in self.pruned]
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "changed": self.changed})
+
+
+def cutoffs(settings: Settings, as_of: dt.date) -> dict[str, dt.date]:
+    """Horizon name (a ``retention`` field) -> the first event date kept hot on ``as_of``."""
+    horizons = {p.horizon for p in LAKE_POLICIES} | {p.horizon for p in PG_POLICIES}
+    return {h: cutoff(as_of, getattr(settings.retention, h)) for h in sorted(horizons)}
+
+
+def run_lifecycle(
+    settings: Settings, as_of: dt.date | None = None, dry_run: bool = False, echo: Callable[[str], None] = print
+) -> LifecycleReport:
+    """One lifecycle run: lake moves, then PostgreSQL pruning; returns what it did."""
+    as_of = as_of or dt.datetime.now(dt.UTC).date()
+    days = cutoffs(settings, as_of)
+    report = LifecycleReport(as_of.isoformat(), dry_run, {h: d.isoformat() for h, d in days.items()})
+    verb = "would move" if dry_run else "moved"
+    for policy in LAKE_POLICIES:
+        echo(f"{policy.name}: rows dated before {days[policy.horizon]} -> archive/{policy.name} ...")
+        report.moves += archive.move_table(
+            settings.lake,
+            policy,
+            days[policy.horizon].isoformat(),
+            dry_run=dry_run,
+            echo=lambda m: echo(
+                f"  {m.month}: {m.rows:,} rows {verb}"
+                + ("" if dry_run else f" ({m.archived:,} archived now, {m.deleted:,} deleted hot)")
+            ),
+        )
+    for policy in PG_POLICIES:
+        echo(f"PostgreSQL {policy.table}: rows dated before {days[policy.horizon]} ...")
+        report.pruned.append(
+            prune.prune_table(
+                settings.postgres.dsn,
+                policy,
+                days[policy.horizon],
+                settings.retention.prune_batch_rows,
+                dry_run=dry_run,
+                echo=lambda p: echo(f"  {p.rows:,} rows {'would be pruned' if dry_run else 'pruned'}"),
+            )
+        )
+    return report
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text}") from exc
+
+
+def add_lifecycle_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["run"], help="run: archive the lake past its horizons, prune PostgreSQL")
+    parser.add_argument("--dry-run", action="store_true", help="say what would move and be pruned; change nothing")
+    parser.add_argument("--as-of", type=_date, help="today for the horizons, YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--every", type=float, help="run again every this many seconds (until stopped)")
+    parser.add_argument("--first-after", type=float, default=0.0, help="with --every: wait this long first")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object instead of the table")
+
+
+def run_lifecycle_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``ecom lifecycle run``: one run with progress and a table, or one every ``--every`` seconds."""
+
+    def once() -> None:
+        report = run_lifecycle(settings, args.as_of, args.dry_run, echo=lambda line: print(line, flush=True))
+        print(report.to_json() if args.json else "\n".join(report.lines()), flush=True)
+
+    if not args.every:
+        once()
+        return 0
+    time.sleep(args.first_after)
+    while True:  # a scheduled run that fails is reported; the next one completes it (every step is idempotent)
+        started = time.monotonic()
+        try:
+            once()
+        except Exception as exc:  # noqa: BLE001
+            print(f"lifecycle run failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        time.sleep(max(0.0, args.every - (time.monotonic() - started)))
