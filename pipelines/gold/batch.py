@@ -101,7 +101,8 @@ class GoldBatch:
 
     @cached_property
     def lines(self) -> DataFrame:
-        return orders.order_lines(self.orders, self.fx).cache()
+        """Order lines of ``orders`` (exploded from the cache at each use: caching them saves nothing)."""
+        return orders.order_lines(self.orders, self.fx)
 
     @cached_property
     def customers(self) -> DataFrame:

@@ -96,6 +96,19 @@ def _codes(values: pa.Array, dictionary: pa.Array) -> np.ndarray:
     return pc.fill_null(pc.index_in(values, value_set=dictionary), -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """The distinct values, ascending (a sort: many times faster than ``np.unique`` on integers here)."""
+    ordered = np.sort(keys)
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+
+
+def _distinct_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values, ascending, and how often each occurs."""
+    ordered = np.sort(keys)
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) else np.zeros(0, np.int64)
+    return ordered[starts], np.diff(np.r_[starts, len(ordered)])
+
+
 def _ranks_within(groups: np.ndarray) -> np.ndarray:
     """1, 2, ... within each run of equal values of ``groups`` (sorted by group)."""
     if not len(groups):
@@ -214,11 +227,13 @@ class Purchases:
         """
         n_products = self.shape[1]
         if most_recent is None:
-            keys = np.unique(self.line_customer * n_products + self.line_product)
+            keys = _distinct(self.line_customer * n_products + self.line_product)
             return keys // n_products, keys % n_products
         order = np.lexsort((-self.line_product, -self.line_time, self.line_customer))
         keys = (self.line_customer * n_products + self.line_product)[order]
-        first = np.sort(np.unique(keys, return_index=True)[1])  # each pair at its latest line, recent first
+        by_key = np.argsort(keys, kind="stable")
+        ordered = keys[by_key]
+        first = np.sort(by_key[np.r_[True, ordered[1:] != ordered[:-1]]])  # each pair at its latest line, recent first
         customer, product = keys[first] // n_products, keys[first] % n_products
         kept = _ranks_within(customer) <= most_recent
         return customer[kept], product[kept]
@@ -227,9 +242,7 @@ class Purchases:
         """Each customer's top category (most lines; ties: the first name), -1 where no line names one."""
         n_categories = len(self.categories)
         named = self.line_category >= 0
-        keys, counts = np.unique(
-            self.line_customer[named] * n_categories + self.line_category[named], return_counts=True
-        )
+        keys, counts = _distinct_counts(self.line_customer[named] * n_categories + self.line_category[named])
         customer, category = keys // n_categories, keys % n_categories
         order = np.lexsort((category, -counts, customer))
         first = order[_ranks_within(customer[order]) == 1]
@@ -249,13 +262,35 @@ class Purchases:
 # -- item-item similarity -------------------------------------------------------------------------
 
 
-def _top_per_row(rows: np.ndarray, *keys: np.ndarray, top_n: int) -> np.ndarray:
-    """Positions of the first ``top_n`` entries of each row, ordered by ``keys`` (the first key first), with
-    their ranks: ``(positions, ranks)`` in row and rank order."""
-    order = np.lexsort((*reversed(keys), rows))
-    ranks = _ranks_within(rows[order])
+def _codes_in_order(values: np.ndarray, bits: int = 31) -> np.ndarray:
+    """Integers in [0, 2^bits) that never decrease as ``values`` grow (equal values, equal codes)."""
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    low, high = values.min(), values.max()
+    top = 2**bits - 1
+    if high == low:
+        return np.zeros(len(values), dtype=np.int64)
+    return np.clip(np.floor((values - low) * (top / (high - low))), 0, top).astype(np.int64)
+
+
+def _top_per_row(rows: np.ndarray, score: np.ndarray, *ties: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the first ``top_n`` entries of each row by ``score`` (highest first), then by ``ties``
+    (ascending, the first first), and their ranks: ``(positions, ranks)`` in row and rank order.
+
+    One sort of integer keys (row, then ``score`` in coarse codes) finds each
+    row's ``top_n``-th code; only the entries at or above it (the top ones and
+    the few that tie with them in code) are then sorted exactly.
+    """
+    codes = _codes_in_order(score)
+    order = np.argsort((rows << 31) | (2**31 - 1 - codes))
+    nth = order[_ranks_within(rows[order]) == top_n]
+    floor = np.full(int(rows.max()) + 1 if len(rows) else 0, -1, dtype=np.int64)
+    floor[rows[nth]] = codes[nth]
+    near = np.flatnonzero(codes >= floor[rows])
+    exact = near[np.lexsort((*(key[near] for key in reversed(ties)), -score[near], rows[near]))]
+    ranks = _ranks_within(rows[exact])
     kept = ranks <= top_n
-    return order[kept], ranks[kept]
+    return exact[kept], ranks[kept]
 
 
 def product_similarity(purchases: Purchases, top_n: int, max_products_per_customer: int | None = None) -> pa.Table:
@@ -275,7 +310,7 @@ def product_similarity(purchases: Purchases, top_n: int, max_products_per_custom
     pair = common.row != common.col
     x, y, both = common.row[pair].astype(np.int64), common.col[pair].astype(np.int64), common.data[pair]
     similarity = both.astype(np.float64) / np.sqrt((sizes[x] * sizes[y]).astype(np.float64))
-    top, rank = _top_per_row(x, -similarity, -both, y, top_n=top_n)
+    top, rank = _top_per_row(x, similarity, -both, y, top_n=top_n)
     ids = purchases.product_ids
     return pa.table(
         [ids.take(x[top]), ids.take(y[top]), both[top], similarity[top], rank.astype(np.int32)],
@@ -422,7 +457,7 @@ def customer_recommendations(
     n_bought = np.bincount(customer, minlength=n_customers)
     repeat = _codes(pa.array(list(repeat_categories), pa.string()), purchases.categories)
     is_repeat = np.isin(purchases.line_category, repeat[repeat >= 0])
-    repeats = np.unique(purchases.line_customer[is_repeat] * n_products + purchases.line_product[is_repeat])
+    repeats = _distinct(purchases.line_customer[is_repeat] * n_products + purchases.line_product[is_repeat])
     left_out = np.setdiff1d(customer * n_products + product, repeats, assume_unique=True)
 
     seeds = _binary(*(bought if seed_products is None else purchases.bought(seed_products)), purchases.shape)
@@ -430,7 +465,7 @@ def customer_recommendations(
     keys = rows * n_products + items
     kept = ~_contains(left_out, keys)
     rows, items, keys, scores = rows[kept], items[kept], keys[kept], round_half_up(sums[kept], SCORE_DECIMALS)
-    top, rank = _top_per_row(rows, -scores, items, top_n=top_n)
+    top, rank = _top_per_row(rows, scores, items, top_n=top_n)
     listed = np.bincount(rows[top], minlength=n_customers)
 
     # The fill: the customer's top category, most purchased first, leaving out what was bought (unless a repeat
