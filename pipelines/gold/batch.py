@@ -16,8 +16,9 @@ job (grain of each table in ``ecom/schemas.py`` and docs/gold.md):
 
 ``daily`` runs them in that order. Every job counts only orders on or before
 ``as_of`` (default: today, UTC), so a rerun for the same date gives the same
-result. Each job's Spark result is collected once as Arrow and written from
-the driver: to Delta with delta-rs (overwrite, or ``replaceWhere`` on the
+result. Each job's Spark result is collected once as Arrow (recommendations,
+minutes and summaries collect their input rows instead and count them in the
+driver, see their modules) and written from the driver: to Delta with delta-rs (overwrite, or ``replaceWhere`` on the
 ``as_of`` partition), to PostgreSQL with ``serving.db.sync_table`` (COPY, then
 insert or update only what changed, delete what is gone), one transaction per
 table (``customers`` in key-ordered chunks so the stream's upserts are never
@@ -101,7 +102,8 @@ class GoldBatch:
 
     @cached_property
     def lines(self) -> DataFrame:
-        return orders.order_lines(self.orders, self.fx).cache()
+        """Order lines of ``orders`` (exploded from the cache at each use: caching them saves nothing)."""
+        return orders.order_lines(self.orders, self.fx)
 
     @cached_property
     def customers(self) -> DataFrame:
@@ -114,7 +116,11 @@ class GoldBatch:
     # -- writing ----------------------------------------------------------------------------------
     def to_lake(self, df: DataFrame, table: str, schema: StructType, predicate: str | None = None) -> pa.Table:
         """Collect ``df`` as Arrow and overwrite ``gold/<table>`` with it (only ``predicate``'s rows if given)."""
-        data = df.select(*schema.fieldNames()).toArrow().cast(arrow_schema(schema))
+        return self.write_lake(df.select(*schema.fieldNames()).toArrow(), table, schema, predicate)
+
+    def write_lake(self, data: pa.Table, table: str, schema: StructType, predicate: str | None = None) -> pa.Table:
+        """Overwrite ``gold/<table>`` with ``data`` (only ``predicate``'s rows if given); returns what was written."""
+        data = data.select(schema.fieldNames()).cast(arrow_schema(schema))
         tag = json.dumps({"job": "gold-batch", "table": table, "as_of": _date_literal(self.as_of)})
         write_deltalake(
             self.settings.lake.table("gold", table),
@@ -219,23 +225,21 @@ class GoldBatch:
 
         start = self.window_start(self.gold.recommendation_window_days)
         lines = self.lines.where(F.col("event_time") >= F.lit(dt.datetime.combine(start, dt.time())))
-        similarity = rec.product_similarity(lines, self.gold.similar_top_n).cache()
-        sim = self.to_lake(similarity, "product_similarity", SIMILARITY_SCHEMA)
-        fbt = self.to_lake(
-            rec.frequently_bought_together(lines, self.gold.fbt_min_support_count, self.gold.fbt_min_confidence),
+        purchases = rec.Purchases.from_lines(lines.select(*rec.LINE_COLUMNS).toArrow())
+        similarity = self.write_lake(
+            rec.product_similarity(purchases, self.gold.similar_top_n), "product_similarity", SIMILARITY_SCHEMA
+        )
+        fbt = self.write_lake(
+            rec.frequently_bought_together(purchases, self.gold.fbt_min_support_count, self.gold.fbt_min_confidence),
             "frequently_bought_together",
             FBT_SCHEMA,
         )
-        n = self.gold.recommendations_top_n
-        lists = (
-            rec.customer_recommendations(lines, similarity, n, self.gold.repeat_purchase_categories)
-            .unionByName(rec.product_recommendations(similarity.where(F.col("rank") <= n)))
-            .unionByName(rec.popular_by_category(lines, n))
+        lists = rec.recommendation_lists(
+            purchases, similarity, self.gold.recommendations_top_n, self.gold.repeat_purchase_categories
         )
-        recs = self.to_lake(lists, "recommendations", RECOMMENDATION_SCHEMA)
-        similarity.unpersist()
+        recs = self.write_lake(lists, "recommendations", RECOMMENDATION_SCHEMA)
         return {
-            "gold/product_similarity": sim.num_rows,
+            "gold/product_similarity": similarity.num_rows,
             "gold/frequently_bought_together": fbt.num_rows,
             "gold/recommendations": recs.num_rows,
             "pg/product_pairs": self.to_postgres(

@@ -59,20 +59,25 @@ from pyspark.sql.streaming import StreamingQuery
 from ecom.lake import TABLES, ensure_table, prepare_lake
 from ecom.schemas import MINUTE_METRICS_SCHEMA, SILVER_SCHEMA, arrow_schema
 from ecom.settings import Settings, get_settings
-from pipelines.gold import fx
 from pipelines.gold.summaries import (
     FIGURE_COLUMNS,
     MICROS,
+    MINUTE_US,
     OVERALL,
     SUMMARY_COLUMNS,
     SUMMARY_KEY,
-    UNKNOWN_CATEGORY,
-    order_dimensions,
-    period_metrics,
-    silver_orders,
+    as_array,
+    dimension_rows,
+    epoch_micros,
+    lake_late_events,
+    period_figures,
+    reporting_rates,
+    revenue_micros,
+    silver_rows,
     summary_rows,
     sync_summaries,
 )
+from pipelines.gold.summaries import with_late_events as _with_late_events
 from serving import db
 
 log = logging.getLogger(__name__)
@@ -91,89 +96,8 @@ LIVE_SCHEMA = T.StructType([SILVER_SCHEMA[c] for c in LIVE_COLUMNS])
 PROGRESS_KEEP = 100  # stream_progress rows kept per sink (a restart needs the last one)
 
 
-def reporting_rates(reporting_currency: str) -> dict[str, float]:
-    """Currency -> units of it per reporting unit, from the one FX reference (``pipelines.gold.fx``)."""
-    return {row[0]: row[2] for row in fx.fx_rate_rows(reporting_currency)}
-
-
-MINUTE_US = 60_000_000
-
-
-def _array(column) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-
-
-def _micros(column) -> np.ndarray:
-    """A timestamp column as int64 microseconds since the epoch (UTC)."""
-    values = _array(column)
-    return pc.cast(pc.cast(values, pa.timestamp("us", values.type.tz)), pa.int64()).to_numpy(zero_copy_only=False)
-
-
 def _stamp(micros: int) -> pd.Timestamp:
     return pd.Timestamp(int(micros), unit="us")
-
-
-def dimension_rows(batch: pa.Table, rates: Mapping[str, float]) -> pa.Table:
-    """Silver rows (``LIVE_COLUMNS``) -> one row per (order, dimension, value): event_id, customer_id, ``window``
-    (the event-time minute, epoch microseconds), dimension, dimension_value, revenue (reporting currency),
-    is_alert, is_scored. The stream's twin of ``summaries.order_dimensions`` over ``orders.with_order_revenue``
-    and ``orders.order_lines``: the same rows, computed in the driver with Arrow kernels (about a millisecond
-    per thousand orders)."""
-    currency = _array(batch["currency"])
-    known = pc.index_in(currency, value_set=pa.array(list(rates), pa.string()))
-    if known.null_count:
-        raise ValueError(f"no FX rate for currency {pc.filter(currency, pc.is_null(known))[0].as_py()}")
-    units = np.asarray(list(rates.values()), dtype=float)[known.to_numpy(zero_copy_only=False)]
-    is_fraud = _array(batch["is_fraud"])
-    micros = _micros(batch["event_time"])
-    orders = {
-        "event_id": _array(batch["event_id"]),
-        "customer_id": _array(batch["customer_id"]),
-        "window": pa.array(micros - micros % MINUTE_US, pa.int64()),
-        "is_alert": pc.fill_null(is_fraud, False),
-        "is_scored": pc.is_valid(is_fraud),
-    }
-    revenue = pc.cast(_array(batch["amount"]), pa.float64()).to_numpy(zero_copy_only=False) / units
-
-    items = _array(batch["items"])
-    rows = pc.list_parent_indices(items).to_numpy(zero_copy_only=False)
-    flat = pc.list_flatten(items)
-    quantity = pc.cast(flat.field("quantity"), pa.float64()).to_numpy(zero_copy_only=False)
-    price = pc.cast(flat.field("unit_price"), pa.float64()).to_numpy(zero_copy_only=False)
-    lines = pa.table(
-        {
-            "row": pa.array(rows, pa.int64()),
-            "category": pc.fill_null(flat.field("category"), UNKNOWN_CATEGORY),
-            "revenue": pa.array(quantity * price / units[rows], pa.float64()),
-        }
-    ).filter(pc.is_valid(flat.field("product_id")))  # as order_lines: a line without a product is not a sale
-    categories = lines.group_by(["row", "category"], use_threads=False).aggregate([("revenue", "sum")])
-
-    def part(dimension: str, values, money, take=None) -> pa.Table:
-        columns = orders if take is None else {k: v.take(take) for k, v in orders.items()}
-        n = len(money)
-        return pa.table(
-            {
-                **columns,
-                "dimension": pa.array([dimension] * n, pa.string()),
-                "dimension_value": pa.array([""] * n, pa.string()) if values is None else values,
-                "revenue": pa.array(money, pa.float64()),
-            }
-        )
-
-    return pa.concat_tables(
-        [
-            part(OVERALL, None, revenue),
-            part("payment_method", _array(batch["payment_method"]), revenue),
-            part("channel", _array(batch["channel"]), revenue),
-            part(
-                "category",
-                categories["category"].combine_chunks(),
-                categories["revenue_sum"].to_numpy(),
-                categories["row"].combine_chunks(),
-            ),
-        ]
-    )
 
 
 @dataclass
@@ -293,9 +217,8 @@ class LiveMinutes:
             if len(set(ids)) < len(ids):
                 raise ValueError("a batch of silver rows holds an event id twice")
             dims = dims.filter(pc.is_in(dims["event_id"], value_set=pa.array(fresh, pa.string())))
-        micros = np.floor(dims["revenue"].to_numpy() * MICROS + 0.5).astype(np.int64)  # half up, as Spark's round
         groups = (
-            dims.append_column("micros", pa.array(micros))
+            dims.append_column("micros", pa.array(revenue_micros(dims["revenue"].to_numpy())))
             .group_by(["window", "dimension", "dimension_value"], use_threads=False)
             .aggregate([("event_id", "count"), ("micros", "sum"), ("is_alert", "sum"), ("is_scored", "sum"), ("customer_id", "distinct")])
         )  # fmt: skip
@@ -316,12 +239,12 @@ class LiveMinutes:
         folded Kafka offsets past this batch."""
         if not batch.num_rows:
             return
-        capped = np.minimum(_micros(batch["event_time"]), _micros(batch["processed_time"])).max()
+        capped = np.minimum(epoch_micros(batch["event_time"]), epoch_micros(batch["processed_time"])).max()
         candidate = _stamp(capped) - self.delay
         if self.watermark is None or candidate > self.watermark:
             self.watermark = candidate
-        partitions = _array(batch["kafka_partition"]).to_numpy(zero_copy_only=False)
-        offsets = _array(batch["kafka_offset"]).to_numpy(zero_copy_only=False)
+        partitions = as_array(batch["kafka_partition"]).to_numpy(zero_copy_only=False)
+        offsets = as_array(batch["kafka_offset"]).to_numpy(zero_copy_only=False)
         for partition in np.unique(partitions):
             highest = int(offsets[partitions == partition].max())
             self.offsets[int(partition)] = max(highest, self.offsets.get(int(partition), -1))
@@ -572,23 +495,26 @@ def start(spark: SparkSession, settings: Settings, once: bool = False) -> Stream
 # -- the batch side: recompute minutes from silver -------------------------------------------------
 
 
-def minute_metrics(orders: DataFrame, lines: DataFrame) -> DataFrame:
-    """Gold orders and lines -> the figures per (``window_start``, dimension, value), all orders counted."""
-    return period_metrics(order_dimensions(orders, lines), "minute").withColumnRenamed("period_start", "window_start")
+def minute_metrics(dims: pa.Table) -> pa.Table:
+    """Dimension rows (``summaries.dimension_rows``) -> the figures per (``window_start``, dimension, value), all
+    orders counted."""
+    figures = period_figures(dims, "minute")
+    return figures.rename_columns(["window_start", *figures.column_names[1:]])
 
 
-def with_late_events(figures: DataFrame, late: DataFrame) -> DataFrame:
+def with_late_events(figures: pa.Table, late: pa.Table) -> pa.Table:
     """Figures plus ``late_events`` from ``late`` (window_start, dimension, dimension_value, late_events); a
     minute known only by its late count keeps a row with zero figures, so no count is dropped."""
-    zero = {"orders": 0, "revenue": 0.0, "customers": 0, "alerts": 0, "late_events": 0}
-    return figures.join(late, list(MINUTE_KEY), "full").fillna(zero)
+    return _with_late_events(figures, late, "window_start", "full outer")
 
 
-def stream_frontier(spark: SparkSession, path: str) -> dt.datetime | None:
-    """The end of the latest minute the live stream closed (None if it never closed one)."""
-    stream_rows = spark.read.format("delta").load(path).where(F.col("source") == STREAM)
-    micros = stream_rows.agg(F.max(F.unix_micros("window_start"))).collect()[0][0]
-    return None if micros is None else dt.datetime.fromtimestamp(micros / 1e6, dt.UTC) + dt.timedelta(minutes=1)
+def stream_frontier(path: str) -> dt.datetime | None:
+    """The end of the latest minute the live stream closed (None if it never closed one), read with delta-rs."""
+    from deltalake import DeltaTable as RsDeltaTable
+
+    rows = RsDeltaTable(path).to_pyarrow_table(columns=["window_start"], filters=[("source", "=", STREAM)])
+    latest = pc.max(rows["window_start"]).as_py() if rows.num_rows else None
+    return None if latest is None else _utc(latest) + dt.timedelta(minutes=1)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -603,32 +529,37 @@ def recompute_minutes(
 
     The rows get ``source`` = ``batch``; ``late_events`` keeps what the stream counted (how many of the minute's
     events came after it had closed), the figures now include them. Minutes the live stream has not closed yet
-    are left to it: ``until`` stops at the end of the latest minute it closed (when it ever closed one).
+    are left to it: ``until`` stops at the end of the latest minute it closed (when it ever closed one). Spark
+    reads the silver rows of the range; they are counted in the driver as the stream counts them
+    (``summaries.dimension_rows``).
     """
     path = settings.lake.table("gold", "minute_metrics")
     ensure_table(spark, path, *TABLES[("gold", "minute_metrics")])
     since, until = _utc(since), _utc(until)
-    frontier = stream_frontier(spark, path)
+    frontier = stream_frontier(path)
     if frontier is not None:
         until = min(until, frontier)
     if until <= since:
         return {"gold/minute_metrics": 0, "pg/analytics_summaries": 0}
-    in_range = (F.col("window_start") >= F.lit(since)) & (F.col("window_start") < F.lit(until))
-    late = (
-        spark.read.format("delta")
-        .load(path)
-        .where(F.col("event_date").between(since.date(), until.date()) & in_range & (F.col("late_events") > 0))
-        .select(*MINUTE_KEY, "late_events")
+    rows = silver_rows(spark, settings, since, until)
+    figures = with_late_events(
+        minute_metrics(dimension_rows(rows, reporting_rates(settings.gold.reporting_currency))),
+        lake_late_events(path, since, until),
     )
-    orders, lines = silver_orders(spark, settings, since, until)
-    rows = (
-        with_late_events(minute_metrics(orders, lines), late)
-        .withColumn("source", F.lit(BATCH))
-        .withColumn("event_date", F.to_date("window_start"))
-        .withColumn("updated_at", F.current_timestamp())
-        .select(*MINUTE_COLUMNS)
+    n = figures.num_rows
+    start = figures["window_start"]
+    data = (
+        pa.table(
+            {
+                **{c: figures[c] for c in figures.column_names},
+                "source": pa.array([BATCH] * n, pa.string()),
+                "event_date": pc.cast(start, pa.date32()),
+                "updated_at": pa.array([dt.datetime.now(dt.UTC)] * n, pa.timestamp("us", "UTC")),
+            }
+        )
+        .select(list(MINUTE_COLUMNS))
+        .cast(arrow_schema(MINUTE_METRICS_SCHEMA))
     )
-    data = rows.toArrow().cast(arrow_schema(MINUTE_METRICS_SCHEMA))
     predicate = (
         f"event_date >= '{since.date()}' AND event_date <= '{until.date()}' AND "
         f"window_start >= '{since.isoformat()}' AND window_start < '{until.isoformat()}'"

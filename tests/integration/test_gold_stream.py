@@ -145,7 +145,7 @@ def test_live_minutes_equal_a_recomputation_from_silver_and_late_events_are_adde
         assert row.late_events == (5 if (start_ == late_minute and key == "") else 0)
 
     # The daily recomputation includes the late orders and keeps their count; minutes the stream holds open stay.
-    frontier = live.stream_frontier(spark, settings.lake.table("gold", "minute_metrics"))
+    frontier = live.stream_frontier(settings.lake.table("gold", "minute_metrics"))
     written = live.recompute_minutes(spark, settings, start, start + dt.timedelta(hours=1))
     assert written["gold/minute_metrics"] > 0 and written["pg/analytics_summaries"] > 0
     after = summaries(settings, "minute")

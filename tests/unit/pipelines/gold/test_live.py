@@ -14,10 +14,10 @@ from chispa import assert_approx_df_equality
 from pyspark.sql import types as T
 
 from ecom.schemas import MINUTE_METRICS_SCHEMA, SILVER_SCHEMA
-from pipelines.gold import fx, orders
 from pipelines.gold.live import (
     LIVE_COLUMNS,
     LiveMinutes,
+    dimension_rows,
     live_rows,
     minute_metrics,
     reporting_rates,
@@ -124,10 +124,9 @@ def test_a_minute_overall_and_per_dimension(spark, live):
 
 
 def test_the_stream_and_the_batch_count_the_same(spark):
-    """The driver's pandas path and the batch's Spark path give the same figures for the same silver rows."""
-    usd = fx.fx_rates_frame(spark, "USD")
-    gold_orders = orders.with_order_revenue(frame(spark, [E1, E2, E3, E4]), usd)
-    got = minute_metrics(gold_orders, orders.order_lines(gold_orders, usd)).select(*FIGURE_NAMES)
+    """The stream's fold and the batch's recomputation give the same figures for the same silver rows."""
+    dims = dimension_rows(batch(spark, [E1, E2, E3, E4]), reporting_rates("USD"))
+    got = spark.createDataFrame(minute_metrics(dims)).select(*FIGURE_NAMES)
     e4 = [(M2, d, v, 1, 5.0, 5.0, 1, 0, 0.0) for d, v in [("all", ""), ("category", "books"), ("payment_method", "card"), ("channel", "web")]]  # fmt: skip
     assert_figures(got, figures(spark, M0, M0_FIGURES).unionByName(spark.createDataFrame(e4, FIGURES)))
 
@@ -154,10 +153,9 @@ def test_a_late_event_is_counted_not_added_and_the_recomputation_includes_it(spa
     assert late_rows[["dimension", "orders", "late_events"]].values.tolist() == [["all", 0, 1]]
 
     # The daily batch recomputes M0 from silver: e6 is in the figures now, and its late count is kept.
-    usd = fx.fx_rates_frame(spark, "USD")
-    gold_orders = orders.with_order_revenue(frame(spark, [E1, E2, E3, LATE]), usd)
-    late = spark.createDataFrame([(M0, "all", "", 1)], "window_start timestamp, dimension string, dimension_value string, late_events long")  # fmt: skip
-    got = with_late_events(minute_metrics(gold_orders, orders.order_lines(gold_orders, usd)), late)
+    dims = dimension_rows(batch(spark, [E1, E2, E3, LATE]), reporting_rates("USD"))
+    late = spark.createDataFrame([(M0, "all", "", 1)], "window_start timestamp, dimension string, dimension_value string, late_events long").toArrow()  # fmt: skip
+    got = spark.createDataFrame(with_late_events(minute_metrics(dims), late))
     # With e6 (C4, 7 USD, books, card, web, scored): overall 4 orders, 57 USD, 3 customers, 1 alert of 3 scored.
     expected = [
         ("all", "", 4, 57.0, 57 / 4, 3, 1, 1 / 3, 1),
@@ -176,9 +174,9 @@ def test_a_late_event_is_counted_not_added_and_the_recomputation_includes_it(spa
 
 
 def test_a_minute_known_only_by_late_events_keeps_its_count(spark):
-    figures_ = spark.createDataFrame([], FIGURES)
-    late = spark.createDataFrame([(M0, "all", "", 2)], "window_start timestamp, dimension string, dimension_value string, late_events long")  # fmt: skip
-    got = with_late_events(figures_, late).select(*FIGURE_NAMES, "late_events")
+    figures_ = spark.createDataFrame([], FIGURES).toArrow()
+    late = spark.createDataFrame([(M0, "all", "", 2)], "window_start timestamp, dimension string, dimension_value string, late_events long").toArrow()  # fmt: skip
+    got = spark.createDataFrame(with_late_events(figures_, late)).select(*FIGURE_NAMES, "late_events")
     expected = spark.createDataFrame([(M0, "all", "", 0, 0.0, None, 0, 0, None, 2)], FIGURES + ", late_events long")
     assert_figures(got, expected)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+import numpy as np
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
@@ -33,6 +34,16 @@ def lines_frame(spark, rows):
         [(order, customer, at(hour), product, category, 1, 10.0) for order, customer, hour, product, category in rows],
         LINES,
     )
+
+
+def purchases(spark, rows):
+    """The lines of ``rows`` as the recommendations take them (Arrow, from Spark)."""
+    return rec.Purchases.from_lines(lines_frame(spark, rows).toArrow())
+
+
+def frame(spark, table):
+    """An Arrow result as a Spark DataFrame, for chispa."""
+    return spark.createDataFrame(table)
 
 
 # -- item-item cosine -----------------------------------------------------------------------------
@@ -62,7 +73,8 @@ def test_is_recommendable_line_needs_a_customer_and_a_product(spark):
         spark,
         [("o1", "c1", 1, "A", "x"), ("o2", "c1", 1, None, "x"), ("o3", "", 1, "A", "x"), ("o4", None, 1, "", "x")],
     )
-    got = {r.event_id: r.ok for r in df.select("event_id", rec.is_recommendable_line().alias("ok")).collect()}
+    lines = df.toArrow()
+    got = dict(zip(lines["event_id"].to_pylist(), rec.recommendable(lines).to_pylist(), strict=True))
     assert got == {"o1": True, "o2": False, "o3": False, "o4": False}
 
 
@@ -79,12 +91,12 @@ def test_cosine_on_a_three_by_three_matrix(spark):
         ],
         SIMILARITY_SCHEMA,
     )
-    got = rec.product_similarity(lines_frame(spark, MATRIX), top_n=2)
+    got = frame(spark, rec.product_similarity(purchases(spark, MATRIX), top_n=2))
     assert_approx_df_equality(got, expected, PRECISION, ignore_nullable=True, ignore_row_order=True)
 
 
 def test_similarity_keeps_the_top_n_per_product(spark):
-    got = rec.product_similarity(lines_frame(spark, MATRIX), top_n=1)
+    got = frame(spark, rec.product_similarity(purchases(spark, MATRIX), top_n=1))
     pairs = sorted((r.product_id, r.similar_product_id, r.rank) for r in got.collect())
     assert pairs == [("A", "B", 1), ("B", "A", 1), ("C", "B", 1)]
 
@@ -101,7 +113,7 @@ def test_similarity_counts_each_customers_most_recent_products_only_when_capped(
         ],
         SIMILARITY_SCHEMA,
     )
-    got = rec.product_similarity(lines_frame(spark, MATRIX), top_n=5, max_products_per_customer=2)
+    got = frame(spark, rec.product_similarity(purchases(spark, MATRIX), top_n=5, max_products_per_customer=2))
     assert_approx_df_equality(got, expected, PRECISION, ignore_nullable=True, ignore_row_order=True)
 
 
@@ -142,14 +154,14 @@ FBT_BY_HAND = {
 )
 def test_fbt_support_confidence_and_lift_on_three_baskets(spark, min_support_count, min_confidence, kept):
     expected = spark.createDataFrame([(p[0], p[1], *FBT_BY_HAND[(p[0], p[1])]) for p in kept], FBT_SCHEMA)
-    got = rec.frequently_bought_together(lines_frame(spark, BASKETS), min_support_count, min_confidence)
+    got = frame(spark, rec.frequently_bought_together(purchases(spark, BASKETS), min_support_count, min_confidence))
     assert_approx_df_equality(got, expected, PRECISION, ignore_nullable=True, ignore_row_order=True)
 
 
 def test_fbt_counts_single_line_orders_among_all_orders(spark):
     # Two more one-line orders: support of A and B falls from 2/3 to 2/5; lift of A -> B = 1 / (3/5).
     more = BASKETS + [("o4", "c4", 1, "D", "toys"), ("o5", "c4", 2, "D", "toys")]
-    got = rec.frequently_bought_together(lines_frame(spark, more), 2, 0.0).where(F.col("antecedent") == "A")
+    got = frame(spark, rec.frequently_bought_together(purchases(spark, more), 2, 0.0)).where(F.col("antecedent") == "A")
     expected = spark.createDataFrame([("A", "B", 2, 2 / 5, 1.0, 1.0 / (3 / 5))], FBT_SCHEMA)
     assert_approx_df_equality(got, expected, PRECISION, ignore_nullable=True)
 
@@ -180,9 +192,15 @@ SHOP = [
 ]
 
 
+def similarity_table(spark):
+    return spark.createDataFrame(SIMILARITY, SIMILARITY_SCHEMA).toArrow()
+
+
 def customer_lists(spark, top_n, seed_products=None):
-    similarity = spark.createDataFrame(SIMILARITY, SIMILARITY_SCHEMA)
-    return rec.customer_recommendations(lines_frame(spark, SHOP), similarity, top_n, ["grocery"], seed_products)
+    lists = rec.customer_recommendations(
+        purchases(spark, SHOP), similarity_table(spark), top_n, ["grocery"], seed_products
+    )
+    return frame(spark, lists)
 
 
 def recommendations(spark, rows):
@@ -238,6 +256,23 @@ def test_customer_lists_start_from_the_most_recent_products_when_seeds_are_cappe
     assert_approx_df_equality(got, expected, PRECISION, ignore_nullable=True, ignore_row_order=True)
 
 
+def test_a_similarity_of_zero_still_makes_a_candidate(spark):
+    # c4 bought D only; E is similar to D with similarity 0: listed with score 0, nothing to fill with (D is left out).
+    similarity = spark.createDataFrame([("D", "E", 1, 0.0, 1)], SIMILARITY_SCHEMA).toArrow()
+    lists = rec.customer_recommendations(purchases(spark, SHOP), similarity, 5, ["grocery"])
+    got = frame(spark, lists).where(F.col("subject_id") == "c4")
+    expected = recommendations(spark, [("customer", "c4", "E", 1, 0.0, "item_similarity")])
+    assert_df_equality(got, expected, ignore_nullable=True)
+
+
+def test_scores_round_half_up_as_spark_does(spark):
+    # Around a half in the tenth decimal the double's binary value and its shortest decimal form disagree:
+    # Spark rounds the decimal form.
+    values = [1.0000000005, -1.0000000005, 0.1234567895, 2.5e-9, 0.30000000000000004, 4.9999999999e-10, 1.1]
+    spark_rounded = spark.createDataFrame([(v,) for v in values], "x double").select(F.round("x", 9).alias("r"))
+    assert list(rec.round_half_up(np.array(values), rec.SCORE_DECIMALS)) == [r.r for r in spark_rounded.collect()]
+
+
 def test_cold_start_lists_per_category_and_overall(spark):
     expected = recommendations(
         spark,
@@ -259,12 +294,12 @@ def test_cold_start_lists_per_category_and_overall(spark):
             ("category", "all", "A", 3, 1.0, "popular"),  # A, B, D and F tie: the smallest id
         ],
     )
-    got = rec.popular_by_category(lines_frame(spark, SHOP), top_n=3)
+    got = frame(spark, rec.popular_by_category(purchases(spark, SHOP), top_n=3))
     assert_df_equality(got, expected, ignore_nullable=True, ignore_row_order=True)
 
 
 def test_product_pages_show_the_similar_products(spark):
-    similarity = spark.createDataFrame(SIMILARITY, SIMILARITY_SCHEMA)
+    similarity = similarity_table(spark)
     expected = recommendations(
         spark,
         [
@@ -274,17 +309,17 @@ def test_product_pages_show_the_similar_products(spark):
             ("product", "B", "C", 2, 0.6, "item_similarity"),
         ],
     )
-    got = rec.product_recommendations(similarity, top_n=2)
+    got = frame(spark, rec.product_recommendations(similarity, top_n=2))
     assert_df_equality(got, expected, ignore_nullable=True, ignore_row_order=True)
 
 
 def test_ranks_do_not_depend_on_the_order_or_partitioning_of_lines(spark):
-    similarity = spark.createDataFrame(SIMILARITY, SIMILARITY_SCHEMA)
-    shop = lines_frame(spark, SHOP)
-    shuffled = lines_frame(spark, list(reversed(SHOP))).repartition(3)
+    similarity = similarity_table(spark)
+    shop = rec.Purchases.from_lines(lines_frame(spark, SHOP).toArrow())
+    shuffled = rec.Purchases.from_lines(lines_frame(spark, list(reversed(SHOP))).repartition(3).toArrow())
     for build in (
         lambda lines: rec.customer_recommendations(lines, similarity, 5, ["grocery"]),
         lambda lines: rec.popular_by_category(lines, 3),
         lambda lines: rec.product_similarity(lines, 3),
     ):
-        assert_df_equality(build(shuffled), build(shop), ignore_row_order=True)
+        assert_df_equality(frame(spark, build(shuffled)), frame(spark, build(shop)), ignore_row_order=True)

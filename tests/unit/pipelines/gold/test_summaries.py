@@ -11,8 +11,14 @@ from chispa import assert_approx_df_equality
 from pyspark.sql import types as T
 
 from ecom.schemas import SILVER_SCHEMA
-from pipelines.gold import fx, orders
-from pipelines.gold.summaries import dimension_key, order_dimensions, period_metrics, summary_rows
+from pipelines.gold.summaries import (
+    SILVER_COLUMNS,
+    dimension_key,
+    dimension_rows,
+    period_figures,
+    reporting_rates,
+    summary_rows,
+)
 
 D1 = dt.datetime(2026, 11, 20, 23, 59, 30)
 D2 = dt.datetime(2026, 11, 21, 0, 0, 10)
@@ -23,15 +29,14 @@ FIGURES = "period_start timestamp, dimension string, dimension_value string, ord
 FIGURES += "avg_order_value double, customers long, alerts long, alert_rate double"
 
 
-def gold_orders(spark, rows):
+def dimensions(spark, rows):
+    """Silver rows as the metrics read them (Arrow, from Spark) -> their dimension rows (USD)."""
     silver = spark.createDataFrame(
         [(e, c, None, t, t.date(), cur, Decimal(a), pay, ch, "US", None, fraud, items)
          for e, c, t, cur, a, pay, ch, fraud, items in rows],
         SCHEMA,
     )  # fmt: skip
-    usd = fx.fx_rates_frame(spark, "USD")
-    with_revenue = orders.with_order_revenue(silver, usd)
-    return with_revenue, orders.order_lines(with_revenue, usd)
+    return dimension_rows(silver.select(*SILVER_COLUMNS).toArrow(), reporting_rates("USD"))
 
 
 def line(product, category, quantity, price):
@@ -49,8 +54,10 @@ def test_an_order_counts_once_per_category_and_lines_without_product_are_no_sale
     # e1: two books lines (10 + 2 x 5) and a line without category (3): books once with 20, unknown with 3;
     # a line without product (toys) is left out. e2 is not scored (null is_fraud).
     lines = [line("P1", "books", 1, "10.00"), line("P2", "books", 2, "5.00"), line("P3", None, 1, "3.00"), line(None, "toys", 1, "9.00")]  # fmt: skip
-    o, l_ = gold_orders(spark, [("e1", "C1", D1, "USD", "23.00", "card", "web", True, lines)])
-    got = order_dimensions(o, l_).select("event_id", "dimension", "dimension_value", "revenue", "is_alert", "is_scored")
+    dims = dimensions(spark, [("e1", "C1", D1, "USD", "23.00", "card", "web", True, lines)])
+    got = spark.createDataFrame(dims).select(
+        "event_id", "dimension", "dimension_value", "revenue", "is_alert", "is_scored"
+    )
     expected = spark.createDataFrame(
         [
             ("e1", "all", "", 23.0, True, True),
@@ -67,7 +74,7 @@ def test_an_order_counts_once_per_category_and_lines_without_product_are_no_sale
 def test_day_figures_per_dimension(spark):
     # Day 1: C1 10 USD (books, card, web) and C1 18.40 EUR = 20 USD (toys, paypal, web), both scored, no alert.
     # Day 2: C2 5 USD (books, card, mobile_app), an alert; C3 7 USD (books, card, web), not scored.
-    o, l_ = gold_orders(
+    dims = dimensions(
         spark,
         [
             ("e1", "C1", D1, "USD", "10.00", "card", "web", False, [line("P1", "books", 1, "10.00")]),
@@ -93,7 +100,7 @@ def test_day_figures_per_dimension(spark):
         ],
         FIGURES,
     )
-    got = period_metrics(order_dimensions(o, l_), "day")
+    got = spark.createDataFrame(period_figures(dims, "day"))
     assert_approx_df_equality(got, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
 
 
