@@ -139,8 +139,14 @@ def set_role_passwords(dsn: str, passwords: dict[str, str | None]) -> list[str]:
     return done
 
 
+# What PostgreSQL text (UTF-8) cannot hold: U+0000, and the UTF-16 surrogates U+D800-U+DFFF, which no UTF-8
+# byte sequence encodes (a Python str can hold one alone; the COPY stream would fail to encode it).
+UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
 class UnstorableValue(psycopg2.DataError):
-    """A value PostgreSQL cannot store (text holding U+0000). Names the table, row and column, not the value.
+    """A value PostgreSQL cannot store (text holding U+0000 or a lone surrogate). Names the table, row and
+    column, not the value.
 
     It is the error PostgreSQL itself gives (a data exception, SQLSTATE 22021), raised before anything is sent,
     so callers treat both alike (the silver stream's last line quarantines the record).
@@ -149,7 +155,9 @@ class UnstorableValue(psycopg2.DataError):
     pgcode = "22021"
 
     def __init__(self, table: str, row: int, column: str):
-        super().__init__(f"{table}: row {row}, column {column} holds U+0000, which PostgreSQL text cannot store")
+        super().__init__(
+            f"{table}: row {row}, column {column} holds U+0000 or a lone surrogate, which PostgreSQL text cannot store"
+        )
         self.table, self.row, self.column = table, row, column
 
 
@@ -157,12 +165,14 @@ def copy_rows(cur, table: str, columns: Sequence[str], rows: Sequence[Sequence])
     """Bulk-load ``rows`` into ``table`` with COPY (CSV; lists become PostgreSQL arrays).
 
     No value can be misread: NULL is an unquoted ``\\N`` and every other value is quoted, so the text ``\\N``,
-    quotes, backslashes, commas, newlines and ``\\.`` all arrive as they are. U+0000 cannot be stored in
-    PostgreSQL text at all: ``UnstorableValue`` says where it is, before anything is sent.
+    quotes, backslashes, commas, newlines and ``\\.`` all arrive as they are. U+0000 and lone surrogates cannot
+    be stored in PostgreSQL text at all: ``UnstorableValue`` says where one is, before anything is sent.
     """
     text = "".join(",".join(map(_csv_field, row)) + "\n" for row in rows)
-    if "\0" in text:
-        row, column = next((i, c) for i, r in enumerate(rows) for c, v in zip(columns, r, strict=True) if _has_nul(v))
+    if UNSTORABLE_TEXT.search(text):
+        row, column = next(
+            (i, c) for i, r in enumerate(rows) for c, v in zip(columns, r, strict=True) if _is_unstorable(v)
+        )
         raise UnstorableValue(table, row, column)
     cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", io.StringIO(text))
 
@@ -184,10 +194,10 @@ def _array_literal(values) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
-def _has_nul(value) -> bool:
+def _is_unstorable(value) -> bool:
     if isinstance(value, (list, tuple, np.ndarray)):
-        return any(_has_nul(v) for v in value)
-    return value is not None and "\0" in str(value)
+        return any(_is_unstorable(v) for v in value)
+    return value is not None and UNSTORABLE_TEXT.search(str(value)) is not None
 
 
 def admin_dsn(dsn: str) -> str:
