@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError
 
 from ecom.schemas import ALERT_SCHEMA, DUPLICATES_SCHEMA, SILVER_SCHEMA, arrow_schema
 from ecom.settings import LakeSettings, Settings
@@ -227,11 +229,32 @@ class LakeSink:
             return
         data = rows()
         if data.num_rows:
+            append_retrying(path, data, tag)
+        if table == "transactions":
+            kill_point(f"lake_{layer}_committed")
+
+
+APPEND_ATTEMPTS = 6
+
+
+def append_retrying(path: str, data: pa.Table, tag: str, attempts: int = APPEND_ATTEMPTS) -> None:
+    """Append ``data`` as one commit tagged ``tag``; a commit refused because another writer committed first
+    (the lifecycle's delete, a compaction) is tried again on the newer version, with a short backoff.
+
+    A refused commit wrote nothing to the log (its files are left for VACUUM), so trying again cannot append
+    twice. Without this, a delete landing between an append's read and its commit stopped the stream.
+    """
+    for attempt in range(attempts):
+        try:
             write_deltalake(
                 path, data, mode="append", commit_properties=CommitProperties(custom_metadata={"userMetadata": tag})
             )
-        if table == "transactions":
-            kill_point(f"lake_{layer}_committed")
+            return
+        except CommitFailedError:
+            if attempt == attempts - 1:
+                raise
+            log.info("append to %s lost a commit race (attempt %d); trying again", path, attempt + 1)
+            time.sleep(0.05 * 2**attempt)
 
 
 class ServingSink:
