@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+from ecom.scheduling import add_schedule_arguments, run_on_schedule
 from ecom.settings import MaintenanceSettings, Settings
 
 # The tables the stream writes every micro-batch, as (layer, table): where small files pile up.
@@ -220,8 +221,7 @@ def add_maintain_arguments(parser) -> None:
         "--retain-hours", type=float, help="VACUUM retention (default: maintenance.vacuum_retention_hours)"
     )
     parser.add_argument("--dry-run", action="store_true", help="VACUUM: list what would be deleted, delete nothing")
-    parser.add_argument("--every", type=float, help="run again every this many seconds until stopped")
-    parser.add_argument("--first-after", type=float, default=0.0, help="with --every: wait this long first")
+    add_schedule_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object per run")
 
 
@@ -245,18 +245,9 @@ def run_maintain(settings: Settings, args) -> int:
     """``ecom maintain``: once, or every ``--every`` seconds (a failed run is reported; the next runs as planned)."""
     import json
 
-    if not args.every:
+    def once() -> None:
         result = run_once(settings, args)
         if args.json:
             print(json.dumps(result), flush=True)
-        return 0
-    time.sleep(args.first_after)
-    while True:
-        started = time.monotonic()
-        try:
-            result = run_once(settings, args)
-            if args.json:
-                print(json.dumps(result), flush=True)
-        except Exception as exc:  # noqa: BLE001
-            print(f"maintenance failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        time.sleep(max(0.0, args.every - (time.monotonic() - started)))
+
+    return run_on_schedule(once, args.every, args.first_after, "maintenance")

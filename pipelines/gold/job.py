@@ -9,20 +9,12 @@ and ends with the rows written per table; each job also runs alone. See
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
-import time
 
+from ecom.scheduling import add_schedule_arguments, iso_date, run_on_schedule
 from ecom.settings import Settings, get_settings
 
 DAILY = "daily"
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text}") from exc
 
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,21 +26,12 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"{DAILY}: all jobs in order ({', '.join(JOBS)}); or one job alone",
     )
     parser.add_argument(
-        "--as-of", type=_date, help="count orders up to the end of this day, YYYY-MM-DD (default: today, UTC)"
+        "--as-of", type=iso_date, help="count orders up to the end of this day, YYYY-MM-DD (default: today, UTC)"
     )
-    parser.add_argument(
-        "--every",
-        type=float,
-        metavar="SECONDS",
-        help="run again every SECONDS until stopped (the demo's schedule: gold.schedule_s); a failed run is "
+    add_schedule_arguments(
+        parser,
+        "run again every SECONDS until stopped (the demo's schedule: gold.schedule_s); a failed run is "
         "recorded in batch_runs and the next one runs as planned",
-    )
-    parser.add_argument(
-        "--first-after",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="with --every: wait this long before the first run (default 0)",
     )
 
 
@@ -59,21 +42,15 @@ def run_batch(settings: Settings, args: argparse.Namespace) -> int:
 
     names = list(batch.JOBS) if args.job == DAILY else [args.job]
     spark = get_spark(settings, f"ecom-batch-{args.job}")
-    every = getattr(args, "every", None)
-    if not every:
+
+    def once() -> None:
         results = batch.run(spark, settings, names, args.as_of, echo=lambda line: print(line, flush=True))
         print("\n".join(batch.summary_lines(results)), flush=True)
-        return 0
-    time.sleep(args.first_after)
-    while True:  # a scheduled run that fails is recorded in batch_runs; the next one runs as planned
-        started = time.monotonic()
-        try:
-            results = batch.run(spark, settings, names, args.as_of, echo=lambda line: print(line, flush=True))
-            print("\n".join(batch.summary_lines(results)), flush=True)
-        except Exception as exc:  # noqa: BLE001
-            print(f"gold batch failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        spark.catalog.clearCache()
-        time.sleep(max(0.0, every - (time.monotonic() - started)))
+
+    # a scheduled run that fails is recorded in batch_runs; the next one runs as planned
+    return run_on_schedule(
+        once, getattr(args, "every", None), args.first_after, "gold batch", after_each=spark.catalog.clearCache
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

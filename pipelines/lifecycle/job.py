@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from ecom.scheduling import add_schedule_arguments, iso_date, run_on_schedule
 from ecom.settings import Settings
 from pipelines.lifecycle import archive, prune
 from pipelines.lifecycle.policy import LAKE_POLICIES, PG_POLICIES, cutoff
@@ -106,19 +105,11 @@ def run_lifecycle(
     return report
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text}") from exc
-
-
 def add_lifecycle_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["run"], help="run: archive the lake past its horizons, prune PostgreSQL")
     parser.add_argument("--dry-run", action="store_true", help="say what would move and be pruned; change nothing")
-    parser.add_argument("--as-of", type=_date, help="today for the horizons, YYYY-MM-DD (default: today, UTC)")
-    parser.add_argument("--every", type=float, help="run again every this many seconds (until stopped)")
-    parser.add_argument("--first-after", type=float, default=0.0, help="with --every: wait this long first")
+    parser.add_argument("--as-of", type=iso_date, help="today for the horizons, YYYY-MM-DD (default: today, UTC)")
+    add_schedule_arguments(parser)
     parser.add_argument("--json", action="store_true", help="end with one JSON object instead of the table")
 
 
@@ -129,14 +120,5 @@ def run_lifecycle_command(settings: Settings, args: argparse.Namespace) -> int:
         report = run_lifecycle(settings, args.as_of, args.dry_run, echo=lambda line: print(line, flush=True))
         print(report.to_json() if args.json else "\n".join(report.lines()), flush=True)
 
-    if not args.every:
-        once()
-        return 0
-    time.sleep(args.first_after)
-    while True:  # a scheduled run that fails is reported; the next one completes it (every step is idempotent)
-        started = time.monotonic()
-        try:
-            once()
-        except Exception as exc:  # noqa: BLE001
-            print(f"lifecycle run failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        time.sleep(max(0.0, args.every - (time.monotonic() - started)))
+    # a scheduled run that fails is reported; the next one completes it (every step is idempotent)
+    return run_on_schedule(once, args.every, args.first_after, "lifecycle run")
