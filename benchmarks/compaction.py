@@ -17,7 +17,8 @@ object on its last line:
   has no readers), and ``write_seconds`` for the appends alone.
 
 The scratch lake (under ``<data_dir>/bench/``) is removed at the end. No
-service is needed.
+service is needed. ``python -m benchmarks.lifecycle`` runs this half beside
+the archive half and prints both in one object.
 """
 
 from __future__ import annotations
@@ -142,55 +143,62 @@ def read_seconds(settings: Settings, runs: int) -> float:
     return statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--transactions", type=int, default=1_000_000, help="orders streamed in (default 1,000,000)")
-    parser.add_argument("--batch-rows", type=int, default=1000, help="orders per micro-batch (default 1,000)")
-    parser.add_argument("--days", type=int, default=2, help="days of event time the orders span (default 2)")
-    parser.add_argument("--reads", type=int, default=5, help="runs of the read query, before and after")
-    args = parser.parse_args(argv)
-
+def measure(transactions: int, batch_rows: int, days: int, reads: int) -> dict:
+    """Stream ``transactions`` orders into a scratch lake, compact and VACUUM it, time each step; the scratch lake
+    is removed."""
     from ecom import maintenance
 
     base = bench_settings()
     scratch = Path(base.data_dir) / "bench" / f"compaction_{uuid.uuid4().hex[:8]}"
     lake = {"root": str(scratch / "lake"), "checkpoints": str(scratch / "checkpoints")}
     settings = base.model_copy(update={"lake": base.lake.model_copy(update=lake)})
-    info = machine_info()
+    micro_batches = -(-transactions // batch_rows)
     try:
-        log(f"streaming {args.transactions:,} simulated orders in micro-batches of {args.batch_rows:,} to {scratch}")
-        batches = simulated_batches(settings, args.transactions, args.days, args.batch_rows)
-        write_s = write_like_the_stream(settings, batches, -(-args.transactions // args.batch_rows))
+        log(f"streaming {transactions:,} simulated orders in micro-batches of {batch_rows:,} to {scratch}")
+        batches = simulated_batches(settings, transactions, days, batch_rows)
+        write_s = write_like_the_stream(settings, batches, micro_batches)
         before = maintenance.files_per_table(settings, TABLES)
-        read_before = read_seconds(settings, args.reads)
+        read_before = read_seconds(settings, reads)
         started = time.monotonic()
         maintenance.compact(settings, TABLES, echo=log)
         compact_s = time.monotonic() - started
         after = maintenance.files_per_table(settings, TABLES)
-        read_after = read_seconds(settings, args.reads)
+        read_after = read_seconds(settings, reads)
         started = time.monotonic()
         for path in maintenance.table_paths(settings, TABLES).values():
             maintenance.vacuum_table(path, 0, enforce=False)  # a scratch lake: nobody reads older versions
         vacuum_s = time.monotonic() - started
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    emit(
-        {
-            "benchmark": "compaction",
-            "transactions": args.transactions,
-            "batch_rows": args.batch_rows,
-            "micro_batches": -(-args.transactions // args.batch_rows),
-            "write_seconds": round(write_s, 2),
-            "compact_seconds": round(compact_s, 2),
-            "vacuum_seconds": round(vacuum_s, 2),
-            "files_before": sum(before.values()),
-            "files_after": sum(after.values()),
-            "files_per_table": {name: {"before": before[name], "after": after.get(name)} for name in before},
-            "read_seconds_before": round(read_before, 4),
-            "read_seconds_after": round(read_after, 4),
-            "machine": info,
-        }
-    )
+    return {
+        "transactions": transactions,
+        "batch_rows": batch_rows,
+        "micro_batches": micro_batches,
+        "write_seconds": round(write_s, 2),
+        "compact_seconds": round(compact_s, 2),
+        "vacuum_seconds": round(vacuum_s, 2),
+        "files_before": sum(before.values()),
+        "files_after": sum(after.values()),
+        "files_per_table": {name: {"before": before[name], "after": after.get(name)} for name in before},
+        "read_seconds_before": round(read_before, 4),
+        "read_seconds_after": round(read_after, 4),
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--transactions", type=int, default=1_000_000, help="orders streamed in (default 1,000,000)")
+    parser.add_argument("--batch-rows", type=int, default=1000, help="orders per micro-batch (default 1,000)")
+    parser.add_argument("--days", type=int, default=2, help="days of event time the orders span (default 2)")
+    parser.add_argument("--reads", type=int, default=5, help="runs of the read query, before and after")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    info = machine_info()
+    result = measure(args.transactions, args.batch_rows, args.days, args.reads)
+    emit({"benchmark": "compaction", **result, "machine": info})
     return 0
 
 

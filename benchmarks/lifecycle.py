@@ -1,13 +1,19 @@
-"""Lifecycle benchmark, archive half: how long moving N rows past the horizon to the archive takes.
+"""Lifecycle benchmark: archiving rows past the horizon, and compacting the small files the stream leaves.
 
-``python -m benchmarks.lifecycle [--rows 1000000]`` writes, in a scratch lake of its own (deleted at the end),
-``--rows`` silver rows and as many bronze records dated between ``--days`` days ago and the horizon, plus
-``--hot-rows`` of each inside the horizon (delta-rs, in ``--files`` appends per table, as a stream leaves
-them), then times ``pipelines.lifecycle.archive.move_table`` for bronze and silver: read, copy to the
-archive, count, delete from the hot table. No service is needed (PostgreSQL pruning is not part of this half).
+``python -m benchmarks.lifecycle`` (defaults: 1,000,000 rows each) runs two halves, each in a scratch lake of its
+own (deleted at the end; no service is needed), and prints one JSON object as its last line:
 
-Prints one JSON object as its last line: ``archive_seconds`` (both tables) for ``rows_moved`` rows of each,
-per table seconds and rows, and the machine.
+- archive: ``--rows`` silver rows and as many bronze records dated between ``--days`` days ago and the horizon,
+  plus ``--hot-rows`` of each inside it (delta-rs, in ``--files`` appends per table), then
+  ``pipelines.lifecycle.archive.move_table`` for bronze and silver is timed: read, copy to the archive, count,
+  delete from the hot table. ``archive_seconds`` (both tables), per table under ``archive``;
+- compaction (``benchmarks.compaction``): ``--transactions`` simulated orders appended to bronze and silver in
+  micro-batches of ``--batch-rows`` as the stream does, then ``ecom.maintenance.compact`` is timed:
+  ``compact_seconds``, ``files_before`` and ``files_after`` (totals over the streaming tables; per table under
+  ``files_per_table``), ``read_seconds_before`` and ``read_seconds_after`` (a read query over silver, DuckDB
+  on the delta-rs dataset, the median of ``--reads`` runs), ``vacuum_seconds`` and ``write_seconds``.
+
+PostgreSQL pruning is not part of it (``tests/integration/test_lifecycle.py`` covers it).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import write_deltalake
 
+from benchmarks import compaction
 from benchmarks._common import bench_settings, emit, log, machine_info
 from ecom.schemas import BRONZE_SCHEMA, ITEM_SCHEMA, SILVER_SCHEMA, arrow_schema
 from ecom.settings import LakeSettings
@@ -163,12 +170,19 @@ def main(argv: list[str] | None = None) -> None:
         "--rows", type=int, default=1_000_000, help="silver rows (and bronze records) past the horizon: moved"
     )
     parser.add_argument("--hot-rows", type=int, default=300_000, help="rows inside the horizon: kept")
-    parser.add_argument("--days", type=int, default=120, help="the oldest event date, in days before today")
-    parser.add_argument("--files", type=int, default=50, help="appends per table")
+    parser.add_argument("--archive-days", type=int, default=120, help="the oldest event date, in days before today")
+    parser.add_argument("--files", type=int, default=50, help="appends per table (archive half)")
+    compaction.add_arguments(parser)
+    parser.add_argument("--only", choices=("archive", "compaction"), help="run one half only")
     args = parser.parse_args(argv)
     machine = machine_info()
-    result = measure(args.rows, args.hot_rows, args.days, settings.retention.days, args.files)
-    emit({"benchmark": "lifecycle", **result, "horizon_days": settings.retention.days, "machine": machine})
+    result: dict = {"benchmark": "lifecycle", "horizon_days": settings.retention.days}
+    if args.only != "compaction":
+        moved = measure(args.rows, args.hot_rows, args.archive_days, settings.retention.days, args.files)
+        result |= {"archive_seconds": moved.pop("archive_seconds"), "archive": moved}
+    if args.only != "archive":
+        result |= compaction.measure(args.transactions, args.batch_rows, args.days, args.reads)
+    emit({**result, "machine": machine})
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -65,6 +64,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_stream(args: argparse.Namespace) -> int:
     from ecom.spark import get_spark
+    from pipelines import supervisor
     from pipelines.bronze import job as bronze
     from pipelines.gold import live
     from pipelines.silver import job as silver
@@ -82,22 +82,26 @@ def cmd_stream(args: argparse.Namespace) -> int:
         "gold": ("silver -> live minute metrics (gold) + PostgreSQL", lambda **k: live.start(spark, settings, **k)),
     }
     what, start = layers[args.layer]
+    running: list = []  # the query now running (a restart replaces it)
+
+    def started(query) -> None:
+        if not running and not args.once:
+            print(f"streaming {what}; Ctrl-C to stop", flush=True)
+        running[:] = [query]
+
     if args.once:
         print(f"{what}: processing what is available ...", flush=True)
-        start(once=True).awaitTermination()
-        print("done")
-        return 0
-    query = start()
-    print(f"streaming {what}; Ctrl-C to stop", flush=True)
     try:
-        while query.isActive:
-            time.sleep(1)
+        supervisor.run(lambda: start(once=args.once), settings.stream, args.layer, on_start=started)
     except KeyboardInterrupt:
-        pass
-    if query.exception():
-        print(f"query {query.name} failed: {query.exception()}", file=sys.stderr)
+        if running and running[0].isActive:
+            running[0].stop()
+        return 0
+    except supervisor.QueryFailed as exc:
+        print(exc, file=sys.stderr)
         return 1
-    query.stop()
+    if args.once:
+        print("done")
     return 0
 
 

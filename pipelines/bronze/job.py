@@ -101,9 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", help="settings profile (default: $ECOM_PROFILE or local)")
     args = parser.parse_args(argv)
     from ecom.spark import get_spark
+    from pipelines import supervisor
 
     settings = get_settings(args.profile)
-    start(get_spark(settings, QUERY_NAME), settings, once=args.once).awaitTermination()
+    spark = get_spark(settings, QUERY_NAME)
+    supervisor.run(lambda: start(spark, settings, once=args.once), settings.stream, QUERY_NAME)
 
 
 if __name__ == "__main__":

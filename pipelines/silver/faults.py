@@ -1,11 +1,12 @@
 """How the silver stage meets faults: which errors are an unavailable sink, how a batch waits for one, and the
 kill points the fault suite uses.
 
-- ``unavailable(exc)``: the sink behind an error that goes away by itself (PostgreSQL down or restarting, the
-  connection lost, Kafka not confirming alerts), or None for errors about the data or the code.
-- ``Backoff``: the waits between tries of a batch while a sink is unavailable (doubling, bounded by
-  ``stream.retry_max_s``), logged with how long the outage lasts; past ``stream.outage_max_s`` it gives up and
-  the stream stops, its place kept in the checkpoint.
+- ``unavailable(exc)``: the service behind an error that goes away by itself (PostgreSQL down or restarting,
+  the connection lost, Kafka not confirming alerts, the Kafka source's broker away), or None for errors about
+  the data or the code.
+- ``Backoff``: the waits between tries of a batch (or restarts of a query) while a service is unavailable
+  (doubling, bounded by ``stream.retry_max_s``), logged with how long the outage lasts; past
+  ``stream.outage_max_s`` it gives up and the stream stops, its place kept in the checkpoint.
 - ``kill_point(name)``: the fault suite's kill -9 hook. ``ECOM_FAULT_KILL_AT=<point>[@<n>]`` (read once, when
   the module is imported, i.e. when the stream starts) makes the process SIGKILL itself (its whole process
   group when it leads one, as a crash of the machine would) the n-th time (default 1) it reaches ``<point>``.
@@ -47,13 +48,45 @@ KILL_POINTS = (
 )
 KILL_AT_ENV = "ECOM_FAULT_KILL_AT"
 
+# The Kafka client's errors that go away by themselves (the broker stopped or restarting, a partition's leader
+# moving), as the JVM names them in a failed Spark job or query: reading the source is tried again.
+KAFKA_SOURCE_UNAVAILABLE = (
+    "org.apache.kafka.common.errors.TimeoutException",
+    "org.apache.kafka.common.errors.NetworkException",
+    "org.apache.kafka.common.errors.DisconnectException",
+    "org.apache.kafka.common.errors.NotLeaderOrFollowerException",
+    "org.apache.kafka.common.errors.LeaderNotAvailableException",
+    "org.apache.kafka.common.errors.BrokerNotAvailableException",
+)
+
 
 class AlertsNotConfirmed(Exception):
     """Kafka did not confirm every alert of a batch: the batch's alerts are not recorded as published."""
 
 
+def _jvm_text(exc: BaseException) -> str:
+    """An error's text with the JVM stack trace and causes PySpark keeps beside it, down its chain of causes."""
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        desc = getattr(exc, "_desc", None)  # pyspark.errors' CapturedException: its message and JVM stack trace
+        parts += [str(exc) if desc is None else desc, str(getattr(exc, "_stackTrace", None) or "")]
+        exc = getattr(exc, "_cause", None) or exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+def summary(exc: BaseException) -> str:
+    """One line saying what went wrong: the Kafka client's error when there is one (a Spark job's own message
+    is only "Job aborted"), else the error's first line."""
+    lines = [line.strip() for line in _jvm_text(exc).splitlines()]
+    kafka_lines = [line for line in lines if "org.apache.kafka.common.errors" in line]
+    kafka_lines.sort(key=lambda line: line.index("org.apache.kafka.common.errors"))  # the Kafka error's own line
+    return (kafka_lines or [line for line in lines if line] or [type(exc).__name__])[0]
+
+
 def unavailable(exc: BaseException) -> str | None:
-    """The sink an error says is unavailable for now (``postgres``, ``alerts``), or None."""
+    """The service an error says is unavailable for now (``postgres``, ``alerts``, ``kafka``: the source), or
+    None."""
     from kafka.errors import KafkaError
 
     if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
@@ -62,15 +95,20 @@ def unavailable(exc: BaseException) -> str | None:
             return "postgres"
     if isinstance(exc, AlertsNotConfirmed | KafkaError):
         return "alerts"
+    if type(exc).__module__.startswith(("py4j", "pyspark")):
+        text = _jvm_text(exc)
+        if any(name in text for name in KAFKA_SOURCE_UNAVAILABLE):
+            return "kafka"
     return None
 
 
 class Backoff:
-    """The waits of one micro-batch while a sink is unavailable."""
+    """The waits of one micro-batch (or one query's restarts) while a service is unavailable. ``label`` names
+    what waits in the log: ``batch 12``, ``query silver-ingest``."""
 
-    def __init__(self, stream: StreamSettings, batch_id: int, clock=time.monotonic):
+    def __init__(self, stream: StreamSettings, label: str, clock=time.monotonic):
         self.initial_s, self.max_s, self.outage_max_s = stream.retry_initial_s, stream.retry_max_s, stream.outage_max_s
-        self.batch_id = batch_id
+        self.label = label
         self.clock = clock
         self.since: float | None = None  # when the first try failed
         self.tries = 0
@@ -83,21 +121,21 @@ class Backoff:
         down_s = self.clock() - self.since
         if down_s >= self.outage_max_s:
             raise RuntimeError(
-                f"batch {self.batch_id}: {sink} unavailable for {down_s:.0f} s (stream.outage_max_s); stopping"
+                f"{self.label}: {sink} unavailable for {down_s:.0f} s (stream.outage_max_s); stopping"
             ) from exc
         wait = min(self.initial_s * 2 ** (self.tries - 1), self.max_s, self.outage_max_s - down_s)
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first_line = summary(exc)
         log.warning(
-            "batch %d: %s unavailable for %.0f s (try %d: %s); trying again in %.1f s",
-            self.batch_id, sink, down_s, self.tries, first_line, wait,
+            "%s: %s unavailable for %.0f s (try %d: %s); trying again in %.1f s",
+            self.label, sink, down_s, self.tries, first_line, wait,
         )  # fmt: skip
         return wait
 
     def recovered(self) -> None:
         if self.since is not None:
             log.warning(
-                "batch %d: done after %d tries, %.0f s after the outage began",
-                self.batch_id, self.tries, self.clock() - self.since,
+                "%s: done after %d tries, %.0f s after the outage began",
+                self.label, self.tries, self.clock() - self.since,
             )  # fmt: skip
 
 

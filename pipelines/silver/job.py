@@ -38,8 +38,11 @@ duplicates, and a crash at any point is repaired by the replay. Faults:
   again without it; the refusals are committed with the batch, so a replay
   routes them the same way;
 - a sink that is unavailable (PostgreSQL stopped, Kafka not confirming the
-  alerts: ``faults.unavailable``) makes the batch wait and run again
-  (``faults.Backoff``, logged), up to ``stream.outage_max_s``;
+  alerts: ``faults.unavailable``), or a broker away while the batch reads
+  the Kafka source, makes the batch wait and run again (``faults.Backoff``,
+  logged), up to ``stream.outage_max_s``; a query that fails planning its
+  next batch on a broker away is restarted from its checkpoint
+  (``pipelines.supervisor``);
 - ``start`` takes the checkpoint's lock (``checkpoint.CheckpointLock``) before
   anything is written: a second stream on a checkpoint in use is refused;
 - ``faults.kill_point`` marks where the fault suite kills the stream (kill -9).
@@ -169,7 +172,7 @@ class SilverBatch:
         idempotent by batch id, so a try cut off anywhere is completed by the next."""
         if not self._bound.wait(BIND_TIMEOUT_S):
             raise RuntimeError(f"no query id for the stream on {self.checkpoint}: was it started with start()?")
-        backoff = Backoff(self.settings.stream, batch_id)
+        backoff = Backoff(self.settings.stream, f"batch {batch_id}")
         collected: dict[str, pa.Table] = {}  # the batch's Spark job runs once, whatever the tries
         while True:
             try:
@@ -368,9 +371,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", help="settings profile (default: $ECOM_PROFILE or local)")
     args = parser.parse_args(argv)
     from ecom.spark import get_spark
+    from pipelines import supervisor
 
     settings = get_settings(args.profile)
-    start(get_spark(settings, QUERY_NAMES[args.mode]), settings, once=args.once, mode=args.mode).awaitTermination()
+    spark = get_spark(settings, QUERY_NAMES[args.mode])
+    supervisor.run(
+        lambda: start(spark, settings, once=args.once, mode=args.mode), settings.stream, QUERY_NAMES[args.mode]
+    )
 
 
 if __name__ == "__main__":

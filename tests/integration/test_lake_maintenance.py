@@ -1,5 +1,6 @@
 """Compaction and VACUUM on real Delta tables, with the stream's own writer appending during compaction."""
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -177,3 +178,36 @@ def test_a_delta_stream_reads_each_row_once_across_a_compaction(settings, spark,
     stream_available()
 
     assert sorted(seen) == list(range(35))  # the compacted rows are not read again, the later ones are read
+
+
+def test_a_retention_delete_that_loses_to_a_compaction_deletes_again(settings, tmp_path, monkeypatch):
+    """The lifecycle's delete from a hot table conflicts with a compaction that rewrote the same files first; it
+    reads the table again and deletes: the archive and the hot table each hold their rows once."""
+    from deltalake.table import TableMerger
+
+    from pipelines.lifecycle import archive
+    from pipelines.lifecycle.policy import LAKE_POLICIES, cutoff
+
+    settings = lake_settings(settings, tmp_path)
+    path = settings.lake.table(*BRONZE)
+    today = dt.date.today()
+    old = today - dt.timedelta(days=settings.retention.days + 30)
+    for b in range(6):  # small files, past the horizon and inside it
+        rows = bronze_rows(b * 5, 5, old if b < 4 else today)
+        write_deltalake(path, rows, mode="append", partition_by=["ingest_date"])
+    original, raced = TableMerger.execute, []
+
+    def compaction_first(merger):  # a compaction commits between the hot delete's read and its commit
+        if not raced and merger._table.table_uri().rstrip("/") == f"file://{path}":  # not the archive's merge
+            raced.append(maintenance.compact_table(path, settings.maintenance))
+        return original(merger)
+
+    monkeypatch.setattr(TableMerger, "execute", compaction_first)
+    policy = next(p for p in LAKE_POLICIES if p.name == "bronze/transactions")
+
+    moves = archive.move_table(settings.lake, policy, cutoff(today, settings.retention.days).isoformat())
+
+    assert raced and raced[0].files_removed >= 4  # the compaction rewrote the files the delete had read
+    assert sum(m.rows for m in moves) == 20
+    assert offsets(path) == list(range(20, 30))
+    assert offsets(settings.lake.archive(*BRONZE)) == list(range(20))

@@ -52,7 +52,7 @@ def test_only_an_unavailable_sink_makes_the_batch_wait(error, sink):
 
 def test_waits_double_up_to_the_bound_and_the_stream_stops_after_the_longest_outage():
     now = [0.0]
-    backoff = faults.Backoff(STREAM, batch_id=3, clock=lambda: now[0])
+    backoff = faults.Backoff(STREAM, "batch 3", clock=lambda: now[0])
     now[0] = 100.0  # the batch ran 100 s before its first try failed: the outage starts there
     waits = []
     for _ in range(6):
@@ -154,3 +154,87 @@ def test_a_second_holder_of_a_checkpoint_is_refused_until_the_first_dies(tmp_pat
         CheckpointLock(checkpoint, "")  # one holder at a time, in the same process too
     lock.release()
     CheckpointLock(checkpoint, "").release()
+
+
+def spark_error(kind, desc: str, stack: str):
+    """A PySpark error as a failed query or job raises it (its JVM message and stack trace), built without a JVM."""
+    error = kind.__new__(kind)
+    error._desc, error._stackTrace, error._cause, error._origin = desc, stack, None, None
+    return error
+
+
+KAFKA_AWAY = (
+    "org.apache.spark.SparkException: Job aborted due to stage failure\n"
+    "Caused by: org.apache.kafka.common.errors.TimeoutException: Timeout of 60000ms expired before the position "
+    "for partition ecommerce-transactions-1 could be determined"
+)
+
+
+@pytest.mark.parametrize(
+    ("stack", "service"),
+    [
+        (KAFKA_AWAY, "kafka"),  # the broker away while the batch reads the source
+        ("Caused by: org.apache.kafka.common.errors.DisconnectException: null", "kafka"),
+        ("org.apache.spark.SparkArithmeticException: [ARITHMETIC_OVERFLOW]", None),  # the data
+        ("Caused by: org.apache.kafka.common.errors.TopicAuthorizationException: no", None),  # not by itself
+    ],
+)
+def test_a_broker_away_from_the_kafka_source_makes_the_batch_wait(stack, service):
+    from pyspark.errors.exceptions.captured import StreamingQueryException
+
+    error = spark_error(StreamingQueryException, "Query silver-ingest terminated with exception", stack)
+    assert faults.unavailable(error) == service
+    wrapped = RuntimeError("foreachBatch failed")  # the Python side of a failed foreachBatch
+    wrapped.__cause__ = error
+    assert faults.unavailable(wrapped) is None  # only PySpark's and py4j's errors carry the JVM's text
+
+
+class FakeQuery:
+    """A streaming query that ends as told: ``failure`` (or None), after ``batches`` batches."""
+
+    def __init__(self, failure=None, batches=0):
+        self.isActive = False
+        self._failure = failure
+        self.lastProgress = {"batchId": batches - 1} if batches else None
+
+    def exception(self):
+        return self._failure
+
+
+def test_a_query_failing_on_a_broker_away_is_restarted_until_it_stops_cleanly():
+    from pyspark.errors.exceptions.captured import StreamingQueryException
+
+    from pipelines import supervisor
+
+    away = spark_error(StreamingQueryException, "terminated", KAFKA_AWAY)
+    queries = iter([FakeQuery(away), FakeQuery(away, batches=3), FakeQuery(away), FakeQuery()])
+    started, waits = [], []
+    last = supervisor.run(lambda: next(queries), STREAM, "silver-ingest", on_start=started.append, sleep=waits.append)
+    assert len(started) == 4 and last is started[-1]
+    assert waits == [0.5, 0.5, 1]  # the query that ran batches between outages starts the waits afresh
+
+
+def test_a_query_failing_on_the_data_or_past_the_longest_outage_is_not_restarted():
+    from pyspark.errors.exceptions.captured import StreamingQueryException
+
+    from pipelines import supervisor
+
+    bug = spark_error(StreamingQueryException, "terminated", "org.apache.spark.SparkArithmeticException: overflow")
+    with pytest.raises(supervisor.QueryFailed, match="query silver-ingest failed"):
+        supervisor.run(lambda: FakeQuery(bug), STREAM, "silver-ingest", sleep=lambda s: None)
+
+    away = spark_error(StreamingQueryException, "terminated", KAFKA_AWAY)
+    now = [0.0]
+    restarts = []
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    def start():
+        restarts.append(now[0])
+        return FakeQuery(away)
+
+    with pytest.raises(supervisor.QueryFailed, match="kafka unavailable for 20 s"):
+        supervisor.run(start, STREAM, "silver-ingest", sleep=sleep, clock=lambda: now[0])
+    # the waits double up to retry_max_s, the last one is cut at the bound
+    assert restarts[1:] == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 20]
