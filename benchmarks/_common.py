@@ -198,17 +198,18 @@ def scratch_stream(
     trigger: str = "0 seconds",
     own_registry: bool = False,
     prepare: Callable[[Settings], None] | None = None,
+    partitions: int = 3,
 ) -> Iterator[ScratchStream]:
     """``ecom stream all`` in a child process on its own topics, lake folder and database, all removed afterwards.
 
     ``own_registry`` gives it an empty MLflow store of its own (otherwise it
     scores with the profile's champion, if any); ``prepare`` is called with
     the scratch settings before the stream starts (e.g. to register a model).
-    The stream's log stays at ``process.log_file``.
+    The stream's log stays at ``process.log_file``. ``partitions``: of its orders topic.
     """
     stamp = time.strftime("%Y%m%d%H%M%S")
     root = f"{base.data_dir}/bench/{name}-{stamp}"
-    with scratch_topics(base, f"bench-{name}", {"tx": 3, "alerts": 1}) as topics:
+    with scratch_topics(base, f"bench-{name}", {"tx": partitions, "alerts": 1}) as topics:
         kafka_topics = {**base.kafka.topics, "transactions": topics["tx"], "alerts": topics["alerts"]}
         update = {
             "postgres": base.postgres.model_copy(update={"database": f"bench_{name}_{stamp}"}),

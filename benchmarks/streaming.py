@@ -84,12 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rates", default="2000,3500,5000,6500", help="comma-separated throughput steps (orders/s)")
     parser.add_argument("--step-seconds", type=float, default=60)
     parser.add_argument("--trigger", default="0 seconds", help="stream trigger interval for the run")
+    parser.add_argument("--partitions", type=int, default=3, help="partitions of the run's orders topic (default 3)")
     args = parser.parse_args(argv)
 
     base = bench_settings()
-    result: dict = {"benchmark": "streaming", "machine": machine_info()}
+    result: dict = {"benchmark": "streaming", "partitions": args.partitions, "machine": machine_info()}
     started = time.monotonic()
-    with services(base), scratch_stream(base, "streaming", trigger=args.trigger) as stream:
+    with services(base), scratch_stream(base, "streaming", trigger=args.trigger, partitions=args.partitions) as stream:
         dsn = stream.dsn
         log("waiting for the stream to serve its first orders ...")
         result["stream_startup_s"] = round(stream.wait_for_first_orders(), 1)
