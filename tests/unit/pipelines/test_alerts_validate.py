@@ -7,6 +7,7 @@ whole-path fuzzer's strategies) and hand-picked edges of Spark's permissive pars
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 from decimal import Decimal
@@ -21,32 +22,13 @@ from pipelines.alerts import validate
 from pipelines.bronze.job import kept_text
 from pipelines.silver import transforms as t
 from tests.integration.test_fuzz_path import kafka_value
+from tests.unit.pipelines.test_silver_transforms import GOOD
 
 NOW = dt.datetime.now(dt.UTC)
 
 
 def order_json(**changes) -> dict:
-    event = {
-        "event_id": "e-1",
-        "transaction_id": "t-1",
-        "event_time": "2026-11-25T10:15:30.123Z",
-        "customer_id": "C000001",
-        "customer_email": "alice@example.com",
-        "items": [
-            {"product_id": "P1", "category": "books", "quantity": 2, "unit_price": 10.25},
-            {"product_id": "P2", "category": "toys", "quantity": 1, "unit_price": 5.00},
-        ],
-        "amount": 25.50,
-        "currency": "EUR",
-        "payment_method": "card",
-        "channel": "web",
-        "device_id": "D1",
-        "ip_country": "DE",
-        "shipping_country": "DE",
-        "schema_version": 1,
-    }
-    event.update(changes)
-    return event
+    return {**copy.deepcopy(GOOD), **changes}
 
 
 def raw(text: str) -> bytes:
