@@ -188,7 +188,10 @@ class FraudSettings(_Section):
     """Fraud scoring and training (ml/; docs/fraud.md). Defaults keep older profile files valid."""
 
     alert_threshold: float
-    alert_rate: float = 0.02  # share of training orders calibrated to score >= alert_threshold
+    alert_rate: float = 0.02  # share of training orders calibrated to score >= alert_threshold ("budget")
+    alert_policy: Literal["budget", "precision"] = "budget"  # how the threshold's share is chosen (docs/fraud.md)
+    target_precision: float = 0.5  # "precision": the largest share whose training precision reaches this
+    min_labelled_alerts: int = 20  # "precision" needs this many labelled frauds in training, else it is "budget"
     n_estimators: int = 200
     max_samples: int = 256
     random_state: int = 42

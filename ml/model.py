@@ -300,6 +300,39 @@ class FraudScorer:
         return result
 
 
+@dataclass(frozen=True)
+class AlertPolicy:
+    """How the share of orders at or above the threshold is chosen (``fraud.alert_policy``, docs/fraud.md).
+
+    ``budget``: ``alert_rate`` of the training orders alert, whatever their labels. ``precision``: the largest
+    share whose top-scored training orders are fraud at least ``target_precision`` of the time (by the
+    fraud-labels), so the threshold follows the shop's fraud rate; with fewer than ``min_labelled`` labelled
+    frauds in training it falls back to the budget.
+    """
+
+    kind: str = "budget"
+    alert_rate: float = 0.02
+    target_precision: float = 0.5
+    min_labelled: int = 20
+
+    MIN_RATE, MAX_RATE = 0.001, 0.2  # a share outside these is a sign of bad labels, not of a shop
+
+    def rate(self, raw: np.ndarray, labels: np.ndarray | None) -> tuple[float, str]:
+        """The share of training orders to put at or above the threshold, and how it was chosen."""
+        if self.kind == "budget":
+            return self.alert_rate, "budget"
+        y = None if labels is None else np.asarray(labels, dtype=bool)
+        if y is None or len(y) != len(raw) or y.sum() < self.min_labelled:
+            return self.alert_rate, f"budget (fewer than {self.min_labelled} labelled frauds in training)"
+        hits = np.cumsum(y[np.argsort(-np.asarray(raw, dtype="float64"), kind="stable")])
+        precision = hits / np.arange(1, len(y) + 1)
+        reached = np.flatnonzero(precision >= self.target_precision)
+        if not len(reached):
+            return self.MIN_RATE, f"precision {self.target_precision} not reached: the smallest share"
+        rate = float(np.clip((reached[-1] + 1) / len(y), self.MIN_RATE, self.MAX_RATE))
+        return rate, f"precision {self.target_precision}"
+
+
 def fit_calibrated(
     pipeline: Pipeline,
     kind: str,
@@ -311,8 +344,13 @@ def fit_calibrated(
     reason_max_share: float = 0.03,
     reasons_min_score: float = 50.0,
     metadata: dict | None = None,
+    policy: AlertPolicy | None = None,
+    labels: np.ndarray | None = None,
 ) -> FraudScorer:
-    """Fit ``pipeline`` on ``train`` (with labels ``y`` for a classifier), then its calibration and reason reference."""
+    """Fit ``pipeline`` on ``train`` (with labels ``y`` for a classifier), then its calibration and reason reference.
+
+    The calibration puts ``alert_rate`` of the training orders at or above ``threshold``, or the share the
+    ``policy`` chooses from the training ``labels`` (recorded in ``metadata["alert_policy"]``)."""
     if kind == "isolation_forest":
         pipeline.fit(train)
     else:
@@ -327,7 +365,11 @@ def fit_calibrated(
         reasons_min_score=reasons_min_score,
         metadata=dict(metadata or {}),
     )
-    scorer.calibration = ScoreCalibration.fit(scorer.raw_scores(train), alert_rate, threshold)
+    raw = scorer.raw_scores(train)
+    if policy is not None:
+        alert_rate, how = policy.rate(raw, labels)
+        scorer.metadata["alert_policy"] = how
+    scorer.calibration = ScoreCalibration.fit(raw, alert_rate, threshold)
     return scorer
 
 

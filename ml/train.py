@@ -33,13 +33,22 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 
+import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 from sklearn.pipeline import Pipeline
 
 from ecom.settings import FraudSettings, Settings
 from ml.evaluate import comparison_table, evaluate_scores, rounded
-from ml.model import DEFAULT_MODEL_FEATURES, INPUT_COLUMNS, FraudFeatures, FraudScorer, fit_calibrated, model_input
+from ml.model import (
+    DEFAULT_MODEL_FEATURES,
+    INPUT_COLUMNS,
+    AlertPolicy,
+    FraudFeatures,
+    FraudScorer,
+    fit_calibrated,
+    model_input,
+)
 
 SILVER_COLUMNS = ("event_id", "event_time", *INPUT_COLUMNS)
 IFOREST = "isolation_forest"
@@ -117,8 +126,18 @@ def model_features(fraud: FraudSettings) -> tuple[str, ...]:
     return tuple(fraud.model_features) if fraud.model_features else DEFAULT_MODEL_FEATURES
 
 
+def alert_policy(fraud: FraudSettings) -> AlertPolicy:
+    return AlertPolicy(fraud.alert_policy, fraud.alert_rate, fraud.target_precision, fraud.min_labelled_alerts)
+
+
+def training_labels(train: pd.DataFrame) -> np.ndarray | None:
+    """The training rows' fraud labels (for the alert policy), when the rows carry them."""
+    return train["label_is_fraud"].to_numpy(dtype=bool) if "label_is_fraud" in train else None
+
+
 def fit_isolation_forest(train: pd.DataFrame, fraud: FraudSettings) -> FraudScorer:
-    """Unsupervised: fit on every training row (labels unused), calibrate on the same rows."""
+    """Unsupervised: fit on every training row (labels never an input), calibrate on the same rows (with the
+    labels only when the alert policy is ``precision``)."""
     pipeline = Pipeline(
         [
             ("features", FraudFeatures(model_features(fraud))),
@@ -136,6 +155,7 @@ def fit_isolation_forest(train: pd.DataFrame, fraud: FraudSettings) -> FraudScor
     return fit_calibrated(
         pipeline, IFOREST, model_input(train), alert_rate=fraud.alert_rate, threshold=fraud.alert_threshold,
         reason_max_share=fraud.reason_max_share, reasons_min_score=fraud.reasons_min_score,
+        policy=alert_policy(fraud), labels=training_labels(train),
     )  # fmt: skip
 
 
@@ -158,6 +178,7 @@ def fit_challenger(train: pd.DataFrame, fraud: FraudSettings) -> FraudScorer:
         pipeline, CHALLENGER, model_input(train), y=train["label_is_fraud"].to_numpy(),
         alert_rate=fraud.alert_rate, threshold=fraud.alert_threshold,
         reason_max_share=fraud.reason_max_share, reasons_min_score=fraud.reasons_min_score,
+        policy=alert_policy(fraud), labels=training_labels(train),
     )  # fmt: skip
 
 
@@ -214,7 +235,8 @@ def log_model_run(
                 "input_columns": ",".join(INPUT_COLUMNS),
                 "model_features": ",".join(features),
                 "alert_threshold": settings.fraud.alert_threshold,
-                "alert_rate": settings.fraud.alert_rate,
+                "alert_rate": round(scorer.calibration.alert_rate, 5),  # the share the policy chose
+                "alert_policy": scorer.metadata.get("alert_policy", settings.fraud.alert_policy),
                 "train_rows": len(train),
                 "heldout_rows": len(heldout),
                 "train_from": str(train["event_time"].min()),
