@@ -8,6 +8,9 @@ fits the scorer with ``ml.train`` exactly as ``ecom train`` does, and scores
 the newest ``--heldout-fraction`` of the held-out shop (its older orders are
 only customer history): roc_auc, pr_auc, precision/recall at the alert
 threshold, recall per pattern, and the same for the supervised challenger.
+``by_fraud_rate`` repeats the forest's part for shops whose fraud rate is each
+of ``--fraud-rates`` (0.5 %, 2 %, 5%), under the alert policy of the profile
+or ``--alert-policy``.
 
 Alert latency (skip with ``--skip-latency``): the forest fitted above is
 registered as champion in a scratch MLflow registry, and ``ecom stream all``
@@ -111,6 +114,33 @@ def accuracy(forest: FraudScorer, train: pd.DataFrame, heldout: pd.DataFrame, fr
         | {"per_pattern_recall": per_pattern_recall(rounded(challenger))},
         "targets_met": bool((r["roc_auc"] or 0) >= 0.95 and (r["pr_auc"] or 0) >= 0.5),
     }
+
+
+def by_fraud_rate(settings: Settings, args: argparse.Namespace, end: datetime) -> dict:
+    """The forest trained and evaluated on shops whose fraud rate is each of ``--fraud-rates``, under the
+    configured alert policy: the same simulated shops (seeds, sizes) with only the fraud rate changed."""
+    out = {}
+    for rate in (float(r) for r in args.fraud_rates.split(",")):
+        shop = settings.model_copy(update={"simulator": settings.simulator.model_copy(update={"fraud_rate": rate})})
+        log(f"fraud rate {rate}: simulating and training ...")
+        train = with_features(simulate(shop, args.train_seed, args.train_count, args.days, end))
+        held = with_features(simulate(shop, args.heldout_seed, args.heldout_count, args.days, end))
+        held = held[held["event_time"] >= held["event_time"].quantile(1 - args.heldout_fraction)]
+        forest = fit_isolation_forest(train, settings.fraud)
+        r = rounded(evaluate(forest, held, settings.fraud.alert_threshold))
+        out[str(rate)] = {
+            "roc_auc": r["roc_auc"],
+            "pr_auc": r["pr_auc"],
+            "precision_at_threshold": r["precision_at_threshold"],
+            "recall_at_threshold": r["recall_at_threshold"],
+            "per_pattern_recall": per_pattern_recall(r),
+            "alert_share": r["alert_share"],
+            "calibrated_alert_rate": round(forest.calibration.alert_rate, 4),
+            "alert_policy": forest.metadata.get("alert_policy", settings.fraud.alert_policy),
+            "heldout_fraud_rows": r["fraud_rows"],
+        }
+        log(f"  {out[str(rate)]}")
+    return out
 
 
 def register_champion(settings: Settings, scorer: FraudScorer, train: pd.DataFrame, heldout: pd.DataFrame) -> str:
@@ -224,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-seconds", type=float, default=300,
                         help="how long to wait afterwards for every order to be served (default 300)")  # fmt: skip
     parser.add_argument("--trigger", default="0 seconds", help="stream trigger interval (default: 0 seconds)")
+    parser.add_argument("--fraud-rates", default="0.005,0.02,0.05",
+                        help="shops' fraud rates for by_fraud_rate (default 0.005,0.02,0.05; '' skips)")  # fmt: skip
+    parser.add_argument("--alert-policy", choices=("budget", "precision"),
+                        help="fraud.alert_policy for this run (default: the profile's)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.train_seed == args.heldout_seed:
         parser.error("--train-seed and --heldout-seed must differ")
@@ -231,8 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--skip-accuracy and --skip-latency leave nothing to measure")
 
     settings = bench_settings()
+    if args.alert_policy:
+        settings = settings.model_copy(
+            update={"fraud": settings.fraud.model_copy(update={"alert_policy": args.alert_policy})}
+        )
     fraud = settings.fraud
-    out: dict = {"benchmark": "fraud", "profile": settings.profile, "machine": machine_info()}
+    out: dict = {"benchmark": "fraud", "profile": settings.profile, "alert_policy": fraud.alert_policy}
+    out["machine"] = machine_info()
     t0 = time.monotonic()
     end = datetime.fromisoformat(args.end).astimezone(UTC)
     shop = None
@@ -250,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         heldout = shop[shop["event_time"] >= shop["event_time"].quantile(1 - args.heldout_fraction)]
         out.update(accuracy(forest, train, heldout, fraud))
+        if args.fraud_rates:
+            out["by_fraud_rate"] = by_fraud_rate(settings, args, end)
     if not args.skip_latency:
         out.update(alert_latency(settings, forest, train, heldout, args))
     out["seconds"] = round(time.monotonic() - t0, 1)
