@@ -304,20 +304,33 @@ def upsert_rows(
     """
     if not rows:
         return 0
+    sets = [f"{c} = EXCLUDED.{c}" for c in update or ()] + [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in accumulate]
+    cur.execute(_merge_from_stage(cur, table, columns, key, rows, "DO UPDATE SET " + ", ".join(sets) if sets else ""))
+    return cur.rowcount
+
+
+def insert_new_rows(cur, table: str, columns: Sequence[str], key: Sequence[str], rows: Sequence[Sequence]) -> set:
+    """Insert the ``rows`` whose key ``table`` does not hold yet (COPY through a staging table, as
+    ``upsert_rows``); returns the keys inserted (one value, or a tuple for a key of several columns)."""
+    if not rows:
+        return set()
+    cur.execute(_merge_from_stage(cur, table, columns, key, rows, "") + f" RETURNING {', '.join(key)}")
+    return {r[0] if len(key) == 1 else tuple(r) for r in cur.fetchall()}
+
+
+def _merge_from_stage(cur, table: str, columns, key, rows, conflict: str) -> str:
+    """COPY ``rows`` into a session's staging table; the INSERT that merges them (``ON CONFLICT`` ``conflict``,
+    else nothing), one row per key (the last)."""
     stage = f"stage_{table}"
     cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
     cur.execute(f"TRUNCATE {stage}")
     copy_rows(cur, stage, columns, rows)
-    cols = ", ".join(columns)
-    keys = ", ".join(key)
-    sets = [f"{c} = EXCLUDED.{c}" for c in update or ()] + [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in accumulate]
-    conflict = "DO UPDATE SET " + ", ".join(sets) if sets else "DO NOTHING"
-    cur.execute(
+    cols, keys = ", ".join(columns), ", ".join(key)
+    return (
         f"INSERT INTO {table} ({cols}) "
         f"SELECT DISTINCT ON ({keys}) {cols} FROM {stage} ORDER BY {keys} "
-        f"ON CONFLICT ({keys}) {conflict}"
+        f"ON CONFLICT ({keys}) {conflict or 'DO NOTHING'}"
     )
-    return cur.rowcount
 
 
 @dataclass(frozen=True)

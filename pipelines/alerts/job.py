@@ -1,0 +1,221 @@
+"""The per-order scoring path as a Kafka consumer of its own: an order's alert in PostgreSQL and Kafka within
+milliseconds of its arrival, beside the micro-batch, which stays the record (issue 15).
+
+Each poll (``FastPath.poll``): the records that arrived, checked with silver's rules (``validate``), their
+features from the customer state and scores with the champion (``step``), then the alerts of fresh orders
+written: ``fraud_alerts`` rows inserted unless the event has one already (whichever path writes first; the
+same ``alert_id``), then those rows' messages sent to ``fraud-alerts``, then the consumer's offsets committed.
+
+State: the stream's own (``silver.state.CustomerState``: the profile snapshot plus the silver rows after
+it), then every order this path takes. On start each partition is read from the first offset the state
+lacks: records this path handled before a restart are folded in again, but only orders younger than
+``max_age_s`` alert, and their rows exist already, so nothing is written twice. A repeat of an event this
+path has seen (``seen``, bounded) or PostgreSQL holds is not folded in again.
+
+I/O is at the edges (consumer, producer, connection), passed in, so tests use the real broker and database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ecom.settings import Settings
+from ml.scoring import ChampionTracker
+from pipelines.alerts import step, validate
+from pipelines.silver.sinks import ALERT_COLUMNS, alert_message, rows_of
+from pipelines.silver.state import CustomerState
+from serving import db
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "ecom-fast-alerts"
+SEEN_EVENTS = 200_000  # event ids remembered to skip repeats
+MODEL_REFRESH_S = 10.0
+
+
+@dataclass
+class Counts:
+    records: int = 0
+    taken: int = 0
+    refused: int = 0  # left to the micro-batch (validate.Refused)
+    repeats: int = 0
+    stale: int = 0  # alerts of orders older than max_age_s: left to the micro-batch
+    alerts: int = 0  # rows this path inserted
+    alerts_existing: int = 0  # the event had its alert already (the micro-batch, or this path before)
+    messages: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class FastPath:
+    """The per-order path's state and decisions; ``poll`` handles what one consumer poll brought."""
+
+    def __init__(self, settings: Settings, state: CustomerState, key: bytes, tracker=None, max_age_s: float = 600):
+        self.settings = settings
+        self.state = state
+        self.key = key
+        self.tracker = tracker if tracker is not None else ChampionTracker(settings)
+        self.max_age = dt.timedelta(seconds=max_age_s)
+        self.seen: OrderedDict[str, None] = OrderedDict()
+        self.counts = Counts()
+        self._model = None
+        self._model_at = float("-inf")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs) -> FastPath:
+        from ecom.secrets import pii_key
+
+        lake = settings.lake
+        state = CustomerState.load(lake.table("silver", "customer_profiles"), lake.table("silver", "transactions"))
+        return cls(settings, state, pii_key(settings), **kwargs)
+
+    def start_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Partition -> the first offset the state lacks (where reading starts)."""
+        return {p: self.state.offsets.get(p, -1) + 1 for p in partitions}
+
+    def model(self):
+        if time.monotonic() - self._model_at >= MODEL_REFRESH_S:
+            self._model = self.tracker.refresh()
+            self._model_at = time.monotonic()
+        return self._model
+
+    def _remember(self, event_id: str) -> None:
+        self.seen[event_id] = None
+        if len(self.seen) > SEEN_EVENTS:
+            self.seen.popitem(last=False)
+
+    def decide(self, records: list, now: dt.datetime, stored=lambda event_ids: set()) -> pd.DataFrame:
+        """The records of one poll -> the alerts to write (ALERT_SCHEMA rows of fresh orders); the state takes
+        every order. ``stored(event_ids)``: those PostgreSQL holds already (their repeats are not folded in
+        again)."""
+        checked = []
+        for record in records:
+            self.counts.records += 1
+            try:
+                checked.append((validate.order(record.value, now), record))
+            except validate.Refused as exc:
+                self.counts.refused += 1
+                reason = str(exc).split(":")[0]
+                self.counts.by_reason[reason] = self.counts.by_reason.get(reason, 0) + 1
+        known = stored([order.event_id for order, _ in checked])
+        taken, ids = [], set()
+        for order, record in checked:
+            if order.event_id in self.seen or order.event_id in known or order.event_id in ids:
+                self.counts.repeats += 1
+                continue
+            ids.add(order.event_id)
+            stamp = dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC)
+            taken.append((order, (record.topic, record.partition, record.offset, stamp)))
+        self.counts.taken += len(taken)
+        if not taken:
+            return pd.DataFrame(columns=list(ALERT_COLUMNS))
+        rows = step.order_rows(taken, self.key, "fast-path", now)
+        done = step.score_step(rows, self.state.profiles, self.model(), self.settings.fraud.alert_threshold)
+        self.state.apply(done.profiles, rows)
+        for event_id in ids:
+            self._remember(event_id)
+        fresh = done.alerts["event_time"] >= (now - self.max_age).replace(tzinfo=None)
+        self.counts.stale += int((~fresh).sum())
+        return done.alerts[fresh]
+
+    def write(self, conn, producer, alerts: pd.DataFrame) -> int:
+        """Insert the alerts PostgreSQL does not hold yet, then send those to Kafka; returns how many were new."""
+        if not len(alerts):
+            return 0
+        rows = rows_of(alerts, ALERT_COLUMNS)
+        with conn, conn.cursor() as cur:
+            new = db.insert_new_rows(cur, "fraud_alerts", ALERT_COLUMNS, ("event_id",), rows)
+        self.counts.alerts += len(new)
+        self.counts.alerts_existing += len(rows) - len(new)
+        fresh = [
+            alert for alert in (dict(zip(ALERT_COLUMNS, row, strict=True)) for row in rows) if alert["event_id"] in new
+        ]
+        for alert in fresh:
+            key, value = alert_message(alert)
+            producer.send(self.settings.kafka.alerts_topic, key=key, value=value)
+        producer.flush()
+        self.counts.messages += len(fresh)
+        return len(new)
+
+
+def stored_events(conn, event_ids: list[str]) -> set[str]:
+    """The event ids PostgreSQL ``transactions`` holds among ``event_ids``."""
+    if not event_ids:
+        return set()
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT event_id FROM transactions WHERE event_id = ANY(%s)", (event_ids,))
+        return {r[0] for r in cur.fetchall()}
+
+
+def consumer_for(settings: Settings, partitions: list[int] | None = None):
+    """A consumer of the orders topic assigned ``partitions`` (default: all), offsets committed by hand under
+    ``GROUP_ID`` (for lag; where reading starts comes from the state)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers.split(","),
+        group_id=GROUP_ID,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
+    topic = settings.kafka.transactions_topic
+    known = consumer.partitions_for_topic(topic)
+    if not known:
+        raise RuntimeError(f"topic {topic} has no partitions (or Kafka is unreachable)")
+    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions if partitions is not None else known)])
+    return consumer
+
+
+def run(settings: Settings, path: FastPath, consumer, stop, max_records: int = 500, retry_s: float = 1.0) -> Counts:
+    """Poll, decide, write and commit until ``stop()``; alerts a write could not finish are tried again (a
+    database or broker away) before anything newer is read."""
+    import psycopg2
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    for tp in consumer.assignment():
+        consumer.seek(tp, path.start_offsets([tp.partition])[tp.partition])
+    producer = KafkaProducer(**settings.producer.client_config(settings.kafka.bootstrap_servers))
+    conn = None
+    pending = pd.DataFrame(columns=list(ALERT_COLUMNS))
+    try:
+        while not stop():
+            try:
+                if conn is None:
+                    conn = db.connect(settings.postgres.dsn)
+                if len(pending):
+                    path.write(conn, producer, pending)
+                    pending = pending.iloc[0:0]
+                    consumer.commit()
+                before = {tp: consumer.position(tp) for tp in consumer.assignment()}
+                batches = consumer.poll(timeout_ms=100, max_records=max_records)
+                records = [r for part in batches.values() for r in part]
+                if not records:
+                    continue
+                try:
+                    pending = path.decide(records, dt.datetime.now(dt.UTC), lambda ids, c=conn: stored_events(c, ids))
+                except Exception:  # the state takes a poll's orders last: it took none, so read them again
+                    for tp, offset in before.items():
+                        consumer.seek(tp, offset)
+                    raise
+                path.write(conn, producer, pending)
+                pending = pending.iloc[0:0]
+                consumer.commit()
+            except (psycopg2.OperationalError, psycopg2.InterfaceError, KafkaError) as exc:
+                log.warning("fast path: %s; trying again in %.1f s", str(exc).strip().splitlines()[0], retry_s)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(retry_s)
+    finally:
+        producer.close(timeout=5)
+        if conn is not None:
+            conn.close()
+    return path.counts
