@@ -81,8 +81,8 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
 
 
 def start(spark: SparkSession, settings: Settings, once: bool = False) -> StreamingQuery:
-    """Start the bronze stream; ``once`` processes what is available and stops. Its process serves metrics and
-    ``/healthz`` (``ecom.metrics``, stage ``stream_bronze``)."""
+    """Start the bronze stream; ``once`` processes what is available and stops. Running on, its process serves
+    metrics and ``/healthz`` (``ecom.metrics``, stage ``stream_bronze``)."""
     prepare_lake(spark, settings)
     checkpoint = settings.lake.checkpoint(QUERY_NAME)
     writer = (
@@ -98,9 +98,10 @@ def start(spark: SparkSession, settings: Settings, once: bool = False) -> Stream
         writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.stream.trigger_interval)
     )
     query = writer.start(settings.lake.table("bronze", "transactions"))
-    metrics.serve(settings, STAGE).add("query", query_check(query))
-    metrics.watch_lag(STAGE, settings.kafka.bootstrap_servers, settings.kafka.transactions_topic, checkpoint)
-    metrics.follow_progress(STAGE, query, "bronze.transactions")
+    if not once:  # a long-running stream: /metrics and /healthz (a run that stops by itself is not scraped)
+        metrics.serve(settings, STAGE).add("query", query_check(query))
+        metrics.watch_lag(STAGE, settings.kafka.bootstrap_servers, settings.kafka.transactions_topic, checkpoint)
+        metrics.follow_progress(STAGE, query, "bronze.transactions")
     return query
 
 

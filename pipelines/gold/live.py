@@ -32,8 +32,8 @@ replay that finds the tag. After a restart the first batch N rebuilds the open
 minutes as they were after batch N-1: its recorded watermark and offsets, and
 the silver rows of the open minutes up to those offsets.
 
-Each batch is counted in the stage's Prometheus metrics (``ecom.metrics``, stage ``stream_gold``), and the
-process answers ``/healthz`` (docs/observability.md).
+Each batch is counted in the stage's Prometheus metrics (``ecom.metrics``, stage ``stream_gold``); a stream
+that runs on (not ``once``) serves them with ``/healthz`` (docs/observability.md).
 
 Runs as ``ecom stream gold`` or ``spark-submit pipelines/gold/live.py``.
 ``recompute_minutes`` is the batch side (``ecom batch minutes``). docs/gold.md
@@ -507,7 +507,8 @@ def start(spark: SparkSession, settings: Settings, once: bool = False) -> Stream
         writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.gold.trigger_interval)
     )
     query = writer.start()
-    metrics.serve(settings, STAGE).add("query", query_check(query))
+    if not once:  # a long-running stream: /metrics and /healthz (a run that stops by itself is not scraped)
+        metrics.serve(settings, STAGE).add("query", query_check(query))
     return query
 
 

@@ -52,8 +52,8 @@ Two ways to run it (see docs/architecture.md for why ingest is the default):
   (``skipChangeCommits``), to rebuild silver from bronze.
 
 Each finished batch is counted in the stage's Prometheus metrics (``ecom.metrics``: records in and out,
-quarantine per reason, alerts, duration, end-to-end latency, the model version) and the process answers
-``/healthz``: the query runs and no sink is away (docs/observability.md).
+quarantine per reason, alerts, duration, end-to-end latency, the model version); a stream that runs on (not
+``once``) serves them with ``/healthz``: the query runs and no sink is away (docs/observability.md).
 
 Grain of ``silver/transactions``: one row per valid order event (unique event_id).
 Runs as ``ecom stream ...`` or ``spark-submit pipelines/silver/job.py [--mode ingest|silver]``.
@@ -394,11 +394,12 @@ def start(spark: SparkSession, settings: Settings, once: bool = False, mode: str
         raise
     batch.bind(str(query.id))
     _HELD[checkpoint] = (lock, query)
-    health = m.serve(settings, batch.stage)
-    health.add("query", query_check(query))
-    health.add("sinks", batch.sinks_check)
-    if mode == "ingest":
-        m.watch_lag(batch.stage, settings.kafka.bootstrap_servers, settings.kafka.transactions_topic, checkpoint)
+    if not once:  # a long-running stream: /metrics and /healthz (a run that stops by itself is not scraped)
+        health = m.serve(settings, batch.stage)
+        health.add("query", query_check(query))
+        health.add("sinks", batch.sinks_check)
+        if mode == "ingest":
+            m.watch_lag(batch.stage, settings.kafka.bootstrap_servers, settings.kafka.transactions_topic, checkpoint)
     return query
 
 
