@@ -268,8 +268,11 @@ def check_mlflow(tracking_uri: str) -> Check:
         if not Path(path).is_file():
             return Check(False, f"no store at {path} (`ecom up` makes it)")
         try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SERVICE_TIMEOUT_S) as conn:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SERVICE_TIMEOUT_S)
+            try:
                 (count,) = conn.execute("SELECT count(*) FROM experiments").fetchone()
+            finally:
+                conn.close()
         except sqlite3.Error as exc:
             return Check(False, f"store unreadable: {exc}")
         return Check(True, f"local store, {count} experiments")

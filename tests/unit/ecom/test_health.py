@@ -138,3 +138,29 @@ def test_the_endpoint_serves_prometheus_text_and_healthz_json(endpoint):
     assert 'ecom_records_in_total{stage="stream_test"}' in text
     with urllib.request.urlopen(f"{url}/healthz") as response:
         assert json.loads(response.read())["process"] == "generate"
+
+
+def test_a_local_mlflow_store_is_read_not_just_found(tmp_path):
+    import sqlite3
+
+    from ecom.health import check_mlflow
+
+    path = tmp_path / "mlflow.db"
+    assert not check_mlflow(f"sqlite:///{path}").ok  # not made yet
+    path.write_bytes(b"")
+    broken = check_mlflow(f"sqlite:///{path}")
+    assert not broken.ok and "unreadable" in broken.detail  # a file, but no store in it
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE experiments (experiment_id INTEGER)")
+        conn.execute("INSERT INTO experiments VALUES (0)")
+    assert check_mlflow(f"sqlite:///{path}") == Check(True, "local store, 1 experiments")
+
+
+def test_postgres_that_refuses_the_connection_is_down_with_the_reason():
+    from ecom.health import check_postgres
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    answer = check_postgres(f"postgresql://ecom@127.0.0.1:{port}/ecom")
+    assert not answer.ok and "refused" in answer.detail
