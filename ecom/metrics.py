@@ -11,7 +11,8 @@ and starts its process's endpoint with ``serve``; ``serve(settings, process)`` l
 
 Metrics that are read rather than counted are computed when Prometheus scrapes: the consumer lag per partition
 (``watch_lag``: ``ecom.health.consumer_lag``, the function the dashboard's health page calls) and the
-producer's delivery counts (``watch_producer``). The end-to-end latency is observed for the orders whose event
+producer's delivery counts (``watch_producer``). Where no batch function of ours runs (``ecom stream bronze``),
+``follow_progress`` counts the query's batches from Spark's progress reports. The end-to-end latency is observed for the orders whose event
 time lies within ``LIVE_WINDOW_S`` of the moment they became queryable in PostgreSQL, the window of the
 dashboard's latency panel; a backfill's past orders are not latency.
 """
