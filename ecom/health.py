@@ -187,6 +187,7 @@ class Probe:
 
     state: str
     detail: str = ""
+    pid: int | None = None  # the process's own, from a ``/healthz`` answer
 
 
 def probe(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> Probe:
@@ -196,9 +197,10 @@ def probe(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> Probe:
 
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - our own configured URL
-            return Probe("up", _health_detail(response.read()))
+            return Probe("up", *_health_detail(response.read()))
     except urllib.error.HTTPError as exc:
-        return Probe("down", f"HTTP {exc.code}: {_health_detail(exc.read()) or exc.reason}")
+        detail, pid = _health_detail(exc.read())
+        return Probe("down", f"HTTP {exc.code}: {detail or exc.reason}", pid)
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
             return Probe("absent", "nothing listens")
@@ -207,17 +209,19 @@ def probe(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> Probe:
         return Probe("down", f"no answer: {type(exc).__name__}")
 
 
-def _health_detail(body: bytes) -> str:
-    """A ``/healthz`` JSON body -> its failing checks' details (all checks' when none fails); other bodies -> ''."""
+def _health_detail(body: bytes) -> tuple[str, int | None]:
+    """A ``/healthz`` JSON body -> (its failing checks' details, all checks' when none fails; its pid); other
+    bodies -> ('', None)."""
     try:
         report = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return ""
+        return "", None
     if not isinstance(report, dict) or not isinstance(report.get("checks"), dict):
-        return ""
+        return "", None
     checks = report["checks"]
     failing = [c.get("detail", "") for c in checks.values() if not c.get("ok")]
-    return "; ".join(failing or [c.get("detail", "") for c in checks.values()])
+    pid = report.get("pid")
+    return "; ".join(failing or [c.get("detail", "") for c in checks.values()]), pid if isinstance(pid, int) else None
 
 
 def check_postgres(dsn: str, timeout_s: float = SERVICE_TIMEOUT_S) -> Check:

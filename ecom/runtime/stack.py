@@ -164,6 +164,7 @@ def _process_status(name: str, url: str, pid: int | None) -> ServiceStatus:
     running without an answer yet when its pid file says it lives (a stream serves once Spark has started)."""
     answer = probe(url)
     where = url.removesuffix("/healthz")
+    pid = pid or answer.pid  # a process started by hand has no pid file; its /healthz names it
     if answer.state == "up":
         return ServiceStatus(name, True, where, pid, answer.detail)
     if answer.state == "down":

@@ -1,5 +1,6 @@
 """How `ecom status` reads a process's health endpoint, without the stack."""
 
+import os
 import socket
 
 import pytest
@@ -24,8 +25,8 @@ def stage():
 def test_a_process_answering_200_runs_and_one_answering_503_is_down(stage):
     health, url = stage
     health.add("query", lambda: Check(True, "query silver_transactions active"))
-    up = _process_status("stream_silver", url, pid=None)
-    assert (up.running, up.ok, up.detail) == (True, True, "query silver_transactions active")
+    up = _process_status("stream_silver", url, pid=None)  # started by hand: no pid file, its /healthz names it
+    assert (up.running, up.ok, up.detail, up.pid) == (True, True, "query silver_transactions active", os.getpid())
     health.add("sinks", lambda: Check(False, "batch 9 waits for postgres, away for 12 s"))
     down = _process_status("stream_silver", url, pid=4242)
     assert (down.running, down.ok, down.state) == (True, False, "down")
