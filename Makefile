@@ -32,7 +32,7 @@ up: setup ## start the embedded stack
 down: ## stop everything the project started
 	@.venv/bin/ecom down
 
-status: ## what runs where
+status: ## ask each service and process for real; exit 3 if one is down (docs/observability.md)
 	@.venv/bin/ecom status
 
 notebook: setup ## JupyterLab on 127.0.0.1:8888 over notebooks/ with the project's kernel (installs JupyterLab once)

@@ -47,13 +47,21 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+STATUS_DOWN = 3  # `ecom status`: a service or process is down
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from ecom.runtime import stack
 
     statuses = stack.status(_settings(args))
-    for s in statuses:
-        print(s.line())
-    return 0 if all(s.running for s in statuses[:2]) else 3
+    if args.json:
+        import json
+
+        print(json.dumps([{**vars(s), "state": s.state} for s in statuses]))
+    else:
+        for s in statuses:
+            print(s.line())
+    return 0 if all(s.ok for s in statuses) else STATUS_DOWN
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -208,7 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("setup", cmd_setup, "Resolve the JVM jars (Delta, Spark Kafka source, Kafka broker) into the local cache.")
     add("up", cmd_up, "Start the embedded stack (Kafka, PostgreSQL, MLflow store); harmless if it runs.")
     add("down", cmd_down, "Stop every process the project started.")
-    add("status", cmd_status, "Show what runs where.")
+    status = add(
+        "status",
+        cmd_status,
+        "Ask each service for real (PostgreSQL select 1, Kafka metadata, the MLflow store, the dashboard's and each "
+        f"running pipeline process's /healthz) and show what runs where. Exit 0 when all answer, {STATUS_DOWN} when "
+        "one is down (docs/observability.md).",
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON list, a service or process each")
 
     gen = add("generate", cmd_generate, "Send simulated orders to Kafka (live, fixed count, duration or backfill).")
     from simulator.cli import add_generate_arguments

@@ -256,6 +256,29 @@ class DashboardSettings(_Section):
     pool_max_connections: int = 6  # PostgreSQL connections per worker (read-only role)
 
 
+class MetricsPorts(_Section):
+    """One port per long-running process: its Prometheus ``/metrics`` and its ``/healthz`` (docs/observability.md)."""
+
+    stream_all: int
+    stream_bronze: int
+    stream_silver: int
+    stream_gold: int
+    batch: int
+    generate: int
+
+
+class MetricsSettings(_Section):
+    """Prometheus metrics and health endpoints (``ecom.metrics``, ``ecom.health``; docs/observability.md)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    ports: MetricsPorts
+
+    def port(self, process: str) -> int:
+        """The port of ``process`` (``stream_all``, ``stream_gold``, ``batch``, ``generate``, ...)."""
+        return getattr(self.ports, process)
+
+
 class JarSettings(_Section):
     cache: str
     pom: str
@@ -277,6 +300,7 @@ class Settings(_Section):
     gold: GoldSettings = GoldSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
     dashboard: DashboardSettings
+    metrics: MetricsSettings
     jars: JarSettings
 
     @property

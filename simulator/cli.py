@@ -8,6 +8,9 @@ Every run records the shop it leaves behind (``simulator.shop``), one record
 per orders topic under ``simulator.state_dir``. A live run continues the
 recorded shop of its topic by default (same seed, same customers and their
 history, new customers with new ids); ``--fresh`` starts another shop.
+
+A live run serves the producer's Prometheus metrics and ``/healthz`` on ``metrics.ports.generate``
+(``ecom.metrics``; docs/observability.md); a backfill's workers are separate processes and are not scraped.
 """
 
 from __future__ import annotations
@@ -130,7 +133,11 @@ def run_generate(settings: Settings, args: argparse.Namespace) -> int:
                 _record(path, result.shop)  # a backfill starts the topic's shop: it replaces an earlier record
             else:
                 sim = TransactionSimulator(settings.simulator, seed=args.seed, shop=_continuing(path, settings, args))
+                from ecom import metrics  # not at the top: `ecom --help` imports this module
+
                 producer = TransactionProducer(settings, topic=topic, labels_topic=labels_topic)
+                metrics.serve(settings, "generate").add("producer", producer.health)
+                metrics.watch_producer(lambda: producer.stats)
                 rate = args.rate or settings.simulator.rate_per_s
                 result = run_live(
                     settings, producer, sim, rate, count=args.count, duration=args.duration, progress=progress

@@ -13,6 +13,9 @@ holds sends past its own delivery timeout without any outcome has stalled
 (kafka-python's idempotent producer can wait forever for a new producer id
 after batches expire during an outage); it is closed, its sends are counted as
 failed, and a fresh client takes over.
+
+``DeliveryStats`` is what ``ecom generate`` exposes as Prometheus metrics and ``health`` what its ``/healthz``
+answers (``ecom.metrics``, docs/observability.md).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
+from ecom.health import Check
 from ecom.settings import Settings
 from simulator.generator import Generated
 
@@ -239,6 +243,13 @@ class TransactionProducer:
         future.add_callback(on_ok or stats.ok)
         future.add_errback(stats.error)
         return future
+
+    def health(self) -> Check:
+        """``/healthz``: the client is not stalled (sends pending without any outcome past its delivery timeout)."""
+        stats = self.stats
+        if self._stalled(time.monotonic()):
+            return Check(False, f"{stats.pending} sends without an outcome for over {self.wait_limit_s:.0f} s")
+        return Check(True, f"{stats.delivered} delivered, {stats.failed} failed, {stats.pending} pending")
 
     def _stalled(self, now: float) -> bool:
         """Sends pending and no outcome at all for longer than the client's own delivery timeout allows."""

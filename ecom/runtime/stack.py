@@ -4,6 +4,13 @@ Starts what is configured as embedded (Kafka, PostgreSQL), applies the serving
 migrations and the lake's (``ecom.upgrades``), and prepares the local MLflow
 tracking store and registry. External services (``embedded: false`` or
 ``ECOM_POSTGRES_DSN``) are only checked.
+
+``status`` asks every service for real, embedded or external (``ecom.health``):
+PostgreSQL a ``select 1``, Kafka a metadata request, the MLflow store a read;
+then the dashboard's ``/healthz`` and each pipeline process's ``/healthz``
+(``metrics.ports``) when it runs, and the other processes the project started
+by their pid files. A service that does not answer, or a running process whose
+health endpoint answers other than 200, is down.
 """
 
 from __future__ import annotations
@@ -12,25 +19,36 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecom.health import check_kafka, check_mlflow, check_postgres, probe
 from ecom.runtime.kafka import EmbeddedKafka, ensure_topics
 from ecom.runtime.postgres import EmbeddedPostgres
-from ecom.runtime.process import ManagedProcess, port_open
+from ecom.runtime.process import ManagedProcess
 from ecom.settings import Settings
+
+# pid-file names of the processes ``ecom demo`` starts -> their process name in ``metrics.ports``
+PID_FILE_PROCESSES = {"stream": "stream_all", "stream-gold": "stream_gold", "gold-batch": "batch"}
 
 
 @dataclass
 class ServiceStatus:
+    """One line of ``ecom status``. ``running``: the service answers or the process lives; ``ok`` false: down
+    (a service that must answer and does not, a process whose health check fails)."""
+
     name: str
     running: bool
     where: str
     pid: int | None = None
     detail: str = ""
+    ok: bool = True
+
+    @property
+    def state(self) -> str:
+        return "down" if not self.ok else "running" if self.running else "stopped"
 
     def line(self) -> str:
-        state = "running" if self.running else "stopped"
         pid = f" pid {self.pid}" if self.pid else ""
         detail = f"  ({self.detail})" if self.detail else ""
-        return f"{self.name:<10} {state:<8} {self.where}{pid}{detail}"
+        return f"{self.name:<13} {self.state:<8} {self.where}{pid}{detail}"
 
 
 def postgres_is_embedded(settings: Settings) -> bool:
@@ -107,32 +125,73 @@ def down(settings: Settings, log=print) -> None:
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
-    result = []
-    k = settings.kafka
-    if k.embedded:
-        proc = EmbeddedKafka(settings).process
-        pid = proc.pid()
-        result.append(ServiceStatus("kafka", pid is not None and port_open(k.host, k.port), k.bootstrap_servers, pid))
-    else:
-        result.append(ServiceStatus("kafka", True, k.bootstrap_servers, detail="external, not checked"))
-    p = settings.postgres
-    if postgres_is_embedded(settings):
-        pid = EmbeddedPostgres(settings).process.pid()
-        result.append(
-            ServiceStatus(
-                "postgres", pid is not None and port_open(p.host, p.port), f"{p.host}:{p.port}/{p.database}", pid
-            )
-        )
-    else:
-        result.append(
-            ServiceStatus("postgres", True, "ECOM_POSTGRES_DSN or configured host", detail="external, not checked")
-        )
-    result.append(ServiceStatus("mlflow", True, settings.mlflow.tracking_uri, detail="local store, no server process"))
+    """Every service and process, asked for real (module docstring); ``all(s.ok ...)`` when nothing is down."""
+    result = [_kafka_status(settings), _postgres_status(settings), _mlflow_status(settings)]
+    pids = _running_pid_files(settings)
+    d = settings.dashboard
+    result.append(_process_status("dashboard", _health_url(d.host, d.port), pids.pop("dashboard", None)))
+    ports = settings.metrics.ports.model_dump() if settings.metrics.enabled else {}
+    by_process = {PID_FILE_PROCESSES.get(name, name): (name, pid) for name, pid in pids.items()}
+    for process, port in ports.items():
+        name, pid = by_process.pop(process, (process, None))
+        found = _process_status(name, _health_url(settings.metrics.host, port), pid)
+        if found.running or not found.ok:
+            result.append(found)
+    for name, pid in by_process.values():
+        result.append(ServiceStatus(name, True, str(ManagedProcess(name, settings.run_dir).log_file), pid))
+    return result
+
+
+def _health_url(host: str, port: int) -> str:
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/healthz"
+
+
+def _running_pid_files(settings: Settings) -> dict[str, int]:
+    """Pid-file name -> pid of the live processes the project started (Kafka and PostgreSQL apart)."""
+    found = {}
     if settings.run_dir.exists():
         for pid_file in sorted(settings.run_dir.glob("*.pid")):
             if pid_file.stem in {"kafka", "postgres"}:
                 continue
-            proc = ManagedProcess(pid_file.stem, settings.run_dir)
-            pid = proc.pid()
-            result.append(ServiceStatus(pid_file.stem, pid is not None, str(proc.log_file), pid))
-    return result
+            pid = ManagedProcess(pid_file.stem, settings.run_dir).pid()
+            if pid is not None:
+                found[pid_file.stem] = pid
+    return found
+
+
+def _process_status(name: str, url: str, pid: int | None) -> ServiceStatus:
+    """A process by its health endpoint: 200 running; another answer down; nothing listening: stopped, or
+    running without an answer yet when its pid file says it lives (a stream serves once Spark has started)."""
+    answer = probe(url)
+    where = url.removesuffix("/healthz")
+    pid = pid or answer.pid  # a process started by hand has no pid file; its /healthz names it
+    if answer.state == "up":
+        return ServiceStatus(name, True, where, pid, answer.detail)
+    if answer.state == "down":
+        return ServiceStatus(name, True, where, pid, answer.detail, ok=False)
+    if pid is not None:
+        return ServiceStatus(name, True, where, pid, f"no answer on {url} yet")
+    return ServiceStatus(name, False, where)
+
+
+def _kafka_status(settings: Settings) -> ServiceStatus:
+    k = settings.kafka
+    check = check_kafka(k.bootstrap_servers, k.transactions_topic)
+    pid = EmbeddedKafka(settings).process.pid() if k.embedded else None
+    detail = check.detail if k.embedded else f"external; {check.detail}"
+    return ServiceStatus("kafka", check.ok, k.bootstrap_servers, pid, detail, ok=check.ok)
+
+
+def _postgres_status(settings: Settings) -> ServiceStatus:
+    p = settings.postgres
+    check = check_postgres(p.dsn)
+    if postgres_is_embedded(settings):
+        pid, where = EmbeddedPostgres(settings).process.pid(), f"{p.host}:{p.port}/{p.database}"
+    else:
+        pid, where = None, "ECOM_POSTGRES_DSN" if os.environ.get("ECOM_POSTGRES_DSN") else f"{p.host}:{p.port}"
+    return ServiceStatus("postgres", check.ok, where, pid, check.detail, ok=check.ok)
+
+
+def _mlflow_status(settings: Settings) -> ServiceStatus:
+    check = check_mlflow(settings.mlflow.tracking_uri)
+    return ServiceStatus("mlflow", check.ok, settings.mlflow.tracking_uri, detail=check.detail, ok=check.ok)

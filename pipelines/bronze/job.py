@@ -23,11 +23,14 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from ecom import metrics
+from ecom.health import query_check
 from ecom.lake import prepare_lake
 from ecom.schemas import BRONZE_SCHEMA, MAX_KEY_BYTES, MAX_PAYLOAD_BYTES
 from ecom.settings import Settings, StreamSettings, get_settings
 
 QUERY_NAME = "bronze_transactions"
+STAGE = "stream_bronze"  # the process name of metrics.ports and /healthz
 
 
 def kept_text(data: Column, max_bytes: int) -> Column:
@@ -78,8 +81,10 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
 
 
 def start(spark: SparkSession, settings: Settings, once: bool = False) -> StreamingQuery:
-    """Start the bronze stream; ``once`` processes what is available and stops."""
+    """Start the bronze stream; ``once`` processes what is available and stops. Running on, its process serves
+    metrics and ``/healthz`` (``ecom.metrics``, stage ``stream_bronze``)."""
     prepare_lake(spark, settings)
+    checkpoint = settings.lake.checkpoint(QUERY_NAME)
     writer = (
         read_kafka(spark, settings)
         .transform(with_bronze_columns)
@@ -87,12 +92,17 @@ def start(spark: SparkSession, settings: Settings, once: bool = False) -> Stream
         .queryName(QUERY_NAME)
         .outputMode("append")
         .partitionBy("ingest_date")
-        .option("checkpointLocation", settings.lake.checkpoint(QUERY_NAME))
+        .option("checkpointLocation", checkpoint)
     )
     writer = (
         writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.stream.trigger_interval)
     )
-    return writer.start(settings.lake.table("bronze", "transactions"))
+    query = writer.start(settings.lake.table("bronze", "transactions"))
+    if not once:  # a long-running stream: /metrics and /healthz (a run that stops by itself is not scraped)
+        metrics.serve(settings, STAGE).add("query", query_check(query))
+        metrics.watch_lag(STAGE, settings.kafka.bootstrap_servers, settings.kafka.transactions_topic, checkpoint)
+        metrics.follow_progress(STAGE, query, "bronze.transactions")
+    return query
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,9 @@ driver, see their modules) and written from the driver: to Delta with delta-rs (
 insert or update only what changed, delete what is gone), one transaction per
 table (``customers`` in key-ordered chunks so the stream's upserts are never
 blocked for long). Running a job twice changes nothing; a job killed half-way
-and rerun leaves the same result. Each run is recorded in ``batch_runs``.
+and rerun leaves the same result. Each run is recorded in ``batch_runs`` and counted in the process's
+Prometheus metrics (``ecom.metrics``: runs per outcome, duration, rows written, last success), which the
+process serves with ``/healthz`` while it runs (port ``metrics.ports.batch``; docs/observability.md).
 
 Runs as ``ecom batch daily|<job> [--as-of DATE]`` or
 ``spark-submit pipelines/gold/job.py daily|<job>``.
@@ -44,6 +46,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from ecom import metrics
+from ecom.health import Check
 from ecom.lake import prepare_lake, read_with_archive
 from ecom.schemas import (
     COHORT_SCHEMA,
@@ -309,6 +313,7 @@ def run(
     A failing job is recorded as failed in ``batch_runs`` and its exception
     raised: the jobs after it do not run (they read what it writes).
     """
+    metrics.serve(settings, "batch").add("jobs", lambda: Check(True, f"gold batch jobs: {', '.join(names)}"))
     batch = GoldBatch(spark, settings, as_of)
     jobs = batch.jobs()
     unknown = [n for n in names if n not in jobs]
@@ -324,8 +329,10 @@ def run(
             written = jobs[name]()
         except Exception as exc:
             _record_end(batch.dsn, run_id, None, f"{type(exc).__name__}: {exc}"[:2000])
+            metrics.record_batch_job(name, time.monotonic() - t0, None)
             raise
         _record_end(batch.dsn, run_id, written)
+        metrics.record_batch_job(name, time.monotonic() - t0, written)
         results[name] = written
         if seconds is not None:
             seconds[name] = time.monotonic() - t0

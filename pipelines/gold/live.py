@@ -32,6 +32,9 @@ replay that finds the tag. After a restart the first batch N rebuilds the open
 minutes as they were after batch N-1: its recorded watermark and offsets, and
 the silver rows of the open minutes up to those offsets.
 
+Each batch is counted in the stage's Prometheus metrics (``ecom.metrics``, stage ``stream_gold``); a stream
+that runs on (not ``once``) serves them with ``/healthz`` (docs/observability.md).
+
 Runs as ``ecom stream gold`` or ``spark-submit pipelines/gold/live.py``.
 ``recompute_minutes`` is the batch side (``ecom batch minutes``). docs/gold.md
 has the design and the measurements that chose it.
@@ -56,6 +59,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
+from ecom import metrics
+from ecom.health import query_check
 from ecom.lake import TABLES, ensure_table, prepare_lake
 from ecom.schemas import MINUTE_METRICS_SCHEMA, SILVER_SCHEMA, arrow_schema
 from ecom.settings import Settings, get_settings
@@ -83,6 +88,7 @@ from serving import db
 log = logging.getLogger(__name__)
 
 QUERY_NAME = "gold_minute_metrics"
+STAGE = "stream_gold"  # the process name of metrics.ports and /healthz
 STREAM, BATCH = "stream", "batch"  # values of ``source``
 MINUTE = pd.Timedelta(minutes=1)
 MINUTE_COLUMNS = tuple(MINUTE_METRICS_SCHEMA.fieldNames())
@@ -411,8 +417,10 @@ class MinuteBatch:
         mark("postgres")
         source = lake_source(changes, dt.datetime.now(dt.UTC).replace(tzinfo=None))
         tag = f"{self.sink}:{batch_id}"
+        merged = 0
         if source is not None and not (written is None and committed_with_tag(self.path, tag)):
             merge_into_lake(self.path, source, tag)
+            merged = source.num_rows
             mark("lake")
         if batch_id % PROGRESS_KEEP == 0:
             with self._db() as conn, conn.cursor() as cur:
@@ -421,6 +429,15 @@ class MinuteBatch:
                     (self.sink, batch_id - PROGRESS_KEEP),
                 )
         self.last_timings = timings
+        metrics.record_microbatch(
+            STAGE,
+            records_in=rows.num_rows,
+            written={  # written: rows per TableWrite of minute_writes, the first two into analytics_summaries
+                "postgres.analytics_summaries": sum((written or [])[:2]),
+                "gold.minute_metrics": merged,
+            },
+            duration_s=sum(timings.values()) / 1000,
+        )
         log.info(
             "live minutes: %d rows, %d late, %d minutes closed, watermark %s; batch %d%s: %s ms",
             rows.num_rows, int(changes.late["late_events"].sum()), changes.closed["window_start"].nunique(),
@@ -489,7 +506,10 @@ def start(spark: SparkSession, settings: Settings, once: bool = False) -> Stream
     writer = (
         writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.gold.trigger_interval)
     )
-    return writer.start()
+    query = writer.start()
+    if not once:  # a long-running stream: /metrics and /healthz (a run that stops by itself is not scraped)
+        metrics.serve(settings, STAGE).add("query", query_check(query))
+    return query
 
 
 # -- the batch side: recompute minutes from silver -------------------------------------------------

@@ -54,6 +54,10 @@ Two ways to run it (see docs/architecture.md for why ingest is the default):
 - ``silver`` (``ecom stream silver``): a Delta stream over bronze
   (``skipChangeCommits``), to rebuild silver from bronze.
 
+Each finished batch is counted in the stage's Prometheus metrics (``ecom.metrics``: records in and out,
+quarantine per reason, alerts, duration, end-to-end latency, the model version); a stream that runs on (not
+``once``) serves them with ``/healthz``: the query runs and no sink is away (docs/observability.md).
+
 Grain of ``silver/transactions``: one row per valid order event (unique event_id).
 Runs as ``ecom stream ...`` or ``spark-submit pipelines/silver/job.py [--mode ingest|silver]``.
 """
@@ -67,6 +71,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+import pandas as pd
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -74,6 +79,8 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StringType, StructField, StructType
 
 from ecom import __version__
+from ecom import metrics as m
+from ecom.health import Check, query_check
 from ecom.lake import prepare_lake
 from ecom.schemas import BRONZE_SCHEMA, QUARANTINE_SCHEMA, SILVER_BASE_COLUMNS
 from ecom.secrets import pii_key
@@ -89,6 +96,7 @@ from pipelines.silver.sinks import SinkRefused, Sinks
 from pipelines.silver.state import CustomerState
 
 QUERY_NAMES = {"ingest": "ingest_transactions", "silver": "silver_transactions"}
+STAGES = {"ingest": "stream_all", "silver": "stream_silver"}  # the process names of metrics.ports and /healthz
 BIND_TIMEOUT_S = 300  # the first batch waits this long at most for ``start`` to name the stream (it takes ms)
 _HELD: dict[str, tuple[CheckpointLock, StreamingQuery | None]] = {}  # checkpoint -> its lock and query, this process
 
@@ -143,6 +151,8 @@ class SilverBatch:
         self.champion = ChampionTracker(settings)
         self.state: CustomerState | None = None  # loaded at the first batch
         self.last_timings: dict[str, float] = {}
+        self.stage = STAGES["ingest" if write_bronze else "silver"]
+        self.waiting: tuple[str, float, int] | None = None  # (sink, since (monotonic), batch id) while a sink is away
 
     def prepare(self, records: DataFrame) -> DataFrame:
         """Kafka source rows (ingest) or bronze rows (rebuild) -> bronze columns + ``silver`` + ``quarantine``.
@@ -174,22 +184,64 @@ class SilverBatch:
             raise RuntimeError(f"no query id for the stream on {self.checkpoint}: was it started with start()?")
         backoff = Backoff(self.settings.stream, f"batch {batch_id}")
         collected: dict[str, pa.Table] = {}  # the batch's Spark job runs once, whatever the tries
+        started = time.perf_counter()
         while True:
             try:
-                self._run(batch_df, batch_id, collected)
+                done = self._run(batch_df, batch_id, collected)
             except Exception as exc:
                 sink = unavailable(exc)
                 if sink is None:
                     raise
+                if self.waiting is None:
+                    self.waiting = (sink, time.monotonic(), batch_id)
                 wait_s = backoff.wait_s(sink, exc)
                 self.sinks.serving.close()  # a fresh connection for the next try
                 time.sleep(wait_s)
             else:
                 backoff.recovered()
+                self.waiting = None
+                if done is not None:
+                    self._count(collected["routed"].num_rows, *done, time.perf_counter() - started)
                 return
 
-    def _run(self, batch_df: DataFrame, batch_id: int, collected: dict[str, pa.Table]) -> None:
+    def _count(self, records_in: int, plan: p.BatchPlan, model: p.Model | None, served_s: float, took_s: float) -> None:
+        """The finished batch in the stage's metrics (``ecom.metrics``)."""
+        written = {
+            "silver.transactions": len(plan.silver),
+            "silver.quarantine": plan.quarantine.num_rows,
+            "silver.duplicates": len(plan.duplicates),
+            "silver.fraud_alerts": len(plan.alerts),
+        }
+        if plan.bronze is not None:
+            written["bronze.transactions"] = plan.bronze.num_rows
+        if plan.writes_postgres:
+            written["postgres.transactions"] = len(plan.served)
+        event_s = (pd.to_datetime(plan.served["event_time"], utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        m.record_microbatch(
+            self.stage,
+            records_in=records_in,
+            written=written,
+            duration_s=took_s,
+            quarantine=m.quarantine_counts(plan.quarantine.column("reasons").to_pylist()),
+            alerts=len(plan.alerts),
+            latencies_s=m.live_latencies(event_s, served_s) if plan.writes_postgres else (),
+            model_version=model[1] if model is not None else "",
+        )
+
+    def sinks_check(self) -> Check:
+        """``/healthz``: no sink is away (while one is, the batch waits and runs again)."""
+        if self.waiting is None:
+            return Check(True, "every sink answers")
+        sink, since, batch_id = self.waiting
+        return Check(False, f"batch {batch_id} waits for {sink}, away for {time.monotonic() - since:.0f} s")
+
+    def _run(
+        self, batch_df: DataFrame, batch_id: int, collected: dict[str, pa.Table]
+    ) -> tuple[p.BatchPlan, p.Model | None, float] | None:
+        """One try of the batch: (its plan, the model it scored with, when PostgreSQL served it (epoch s)), or
+        None for a batch committed before (skipped)."""
         timer = StepTimer()
+        served_s = time.time()
         if self.state is None:
             self.state = CustomerState.load(
                 self.lake.table("silver", "customer_profiles"), self.lake.table("silver", "transactions")
@@ -202,7 +254,7 @@ class SilverBatch:
         attempt = p.Attempt(begun, begun == "done" and alerts.published(stream, batch_id))
         if attempt.skip:
             log.info("batch %d was committed before; skipped", batch_id)
-            return
+            return None
         model = self.champion.refresh()  # a moved registry alias takes over here, at the batch boundary
         timer.mark("model")
         try:
@@ -239,6 +291,7 @@ class SilverBatch:
                     if plan.writes_postgres:
                         kill_point("postgres_committing")
                         serving.commit(stream, batch_id, plan, refused)
+                        served_s = time.time()
                         timer.mark("postgres")
                         kill_point("postgres_committed")
                     break
@@ -259,6 +312,7 @@ class SilverBatch:
             alerts.publish(stream, batch_id, plan.alerts)
             timer.mark("kafka_alerts")
             kill_point("batch_done")
+            return plan, model, served_s
         finally:
             self.last_timings = timer.steps
             log.info("batch %d%s: %s ms", batch_id, " (retry)" if attempt.retry else "", timer.summary())
@@ -343,6 +397,12 @@ def start(spark: SparkSession, settings: Settings, once: bool = False, mode: str
         raise
     batch.bind(str(query.id))
     _HELD[checkpoint] = (lock, query)
+    if not once:  # a long-running stream: /metrics and /healthz (a run that stops by itself is not scraped)
+        health = m.serve(settings, batch.stage)
+        health.add("query", query_check(query))
+        health.add("sinks", batch.sinks_check)
+        if mode == "ingest":
+            m.watch_lag(batch.stage, settings.kafka.bootstrap_servers, settings.kafka.transactions_topic, checkpoint)
     return query
 
 

@@ -5,8 +5,9 @@ by (stream, batch id).
   tagged with (stream, batch id) in its userMetadata; on a retry a table whose recent commits carry the tag
   is not written again. It also looks a retried batch's events up in silver, and old events in the archive.
 - ``ServingSink``: PostgreSQL. The batch's bookkeeping (``pipeline_batches``: started, committed), the lookup
-  of stored events, and the batch's rows (transactions, customers, alerts) in one transaction that also
-  marks it committed. Also the PostgreSQL side of ``ecom rescore``.
+  of stored events, and the batch's rows (transactions, customers, alerts; in the ingest stream also the
+  quarantined records per reason, ``quarantine_counts``, counted as ``ecom.metrics`` counts them) in one
+  transaction that also marks it committed. Also the PostgreSQL side of ``ecom rescore``.
 - ``AlertSink``: Kafka ``fraud-alerts``, with a bookkeeping row written only once the broker confirmed every
   message of the batch. A replay sends the same messages (same ``alert_id``).
 
@@ -31,6 +32,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
+from ecom.metrics import quarantine_counts
 from ecom.schemas import ALERT_SCHEMA, DUPLICATES_SCHEMA, SILVER_SCHEMA, arrow_schema
 from ecom.settings import LakeSettings, Settings
 from ml import features
@@ -53,6 +55,7 @@ CUSTOMER_COLUMNS = (
 )  # fmt: skip
 RESCORE_COLUMNS = ("event_id", "fraud_score", "is_fraud", "model_version")
 PROGRESS_COLUMNS = ("sink", "batch_id", "progress")
+QUARANTINE_COUNT_COLUMNS = ("minute", "reason", "records")
 # SQLSTATE classes of errors about the rows, not the server: data exception (a value PostgreSQL cannot store),
 # integrity constraint violation (NOT NULL, CHECK), program limit exceeded (e.g. an index row too big).
 REFUSAL_CLASSES = ("22", "23", "54")
@@ -326,6 +329,8 @@ class ServingSink:
             ),  # fmt: skip
             db.TableWrite("fraud_alerts", ALERT_COLUMNS, ("event_id",), rows_of(plan.alerts, ALERT_COLUMNS)),
         ]
+        if plan.bronze is not None:  # records arriving from Kafka (the rebuild from bronze counted them before)
+            writes.append(quarantine_write(plan, dt.datetime.now(dt.UTC)))
         if refused:
             progress = json.dumps({"refused": [[*record, reason] for record, reason in sorted(refused.items())]})
             row = (self.refusals_sink(stream), batch_id, progress)
@@ -420,6 +425,17 @@ class ServingSink:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def quarantine_write(plan: BatchPlan, now: dt.datetime) -> db.TableWrite:
+    """The batch's quarantined records per reason (``ecom.metrics.quarantine_counts``, as the stream's
+    ``ecom_quarantined_records_total`` counts them), added to ``quarantine_counts`` for ``now``'s minute."""
+    minute = now.replace(second=0, microsecond=0)
+    counts = quarantine_counts(plan.quarantine.column("reasons").to_pylist())
+    rows = [(minute, reason, records) for reason, records in sorted(counts.items())]
+    return db.TableWrite(
+        "quarantine_counts", QUARANTINE_COUNT_COLUMNS, ("minute", "reason"), rows, accumulate=("records",)
+    )
 
 
 class AlertSink:
