@@ -85,13 +85,13 @@ def _artifact(jar_name: str) -> str:
     return _VERSION_SUFFIX.sub("", jar_name)
 
 
-def spark_jars(settings: Settings) -> list[str]:
+def spark_jars(settings: Settings, profiles: tuple[str, ...] | None = None) -> list[str]:
     """Jars to hand Spark: the resolved ones that pyspark does not already ship.
 
     pyspark bundles Spark, Hadoop, Jackson, Parquet and Scala; adding a second
     (often older) copy of those to the classpath only invites conflicts.
     """
-    profiles = spark_profiles(settings)
+    profiles = spark_profiles(settings) if profiles is None else profiles
     missing = tuple(p for p in profiles if not is_resolved(settings, p))
     if missing:
         resolve(settings, missing)

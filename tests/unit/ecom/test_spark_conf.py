@@ -43,3 +43,15 @@ def test_an_s3_lake_adds_the_s3a_settings(monkeypatch):
     conf = spark_conf(load_settings("test", environ={"ECOM_LAKE__ROOT": "s3a://lake/lake"}))
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:59150"
     assert "spark.hadoop.fs.s3a.endpoint" not in spark_conf(load_settings("test", environ={}))
+
+
+def test_local_mode_puts_the_s3a_jars_on_the_class_path_a_cluster_ships_them(monkeypatch):
+    from ecom import jars
+    from ecom.spark import jar_conf
+
+    monkeypatch.setattr(jars, "spark_jars", lambda settings, profiles=None: [f"/jars/{p}.jar" for p in profiles])
+    local = load_settings("test", environ={"ECOM_LAKE__ROOT": "s3a://lake/lake"})
+    assert jar_conf(local) == {"spark.jars": "/jars/spark.jar", "spark.driver.extraClassPath": "/jars/s3.jar"}
+    cluster = load_settings("test", environ={"ECOM_LAKE__ROOT": "s3a://lake/lake", "ECOM_SPARK__MASTER": "yarn"})
+    assert jar_conf(cluster) == {"spark.jars": "/jars/spark.jar,/jars/s3.jar"}
+    assert jar_conf(load_settings("test", environ={})) == {"spark.jars": "/jars/spark.jar"}
