@@ -113,6 +113,7 @@ def spark_s3a_conf(*paths: str, environ: Mapping[str, str] | None = None) -> dic
     environ = os.environ if environ is None else environ
     conf = {
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.AbstractFileSystem.s3.impl": "org.apache.hadoop.fs.s3a.S3A",  # streaming checkpoints
         "spark.hadoop.fs.s3a.endpoint.region": _region(environ),
     }
     endpoint = _endpoint(environ)

@@ -57,6 +57,7 @@ def test_spark_reads_the_same_store_with_the_same_credentials():
     conf = spark_s3a_conf("s3a://lake/lake", "/local/checkpoints", environ=MOTO)
     assert conf == {
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.AbstractFileSystem.s3.impl": "org.apache.hadoop.fs.s3a.S3A",
         "spark.hadoop.fs.s3a.endpoint.region": "us-east-1",
         "spark.hadoop.fs.s3a.endpoint": "http://127.0.0.1:59150",
         "spark.hadoop.fs.s3a.path.style.access": "true",
