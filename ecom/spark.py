@@ -18,9 +18,13 @@ import sys
 from pyspark.sql import SparkSession
 
 from ecom import jars, storage
-from ecom.settings import CONF_DIR, Settings
+from ecom.settings import CONF_DIR, Settings, package_data
 
-LOG4J2_CONF = CONF_DIR / "log4j2.properties"
+# the settings folder's own, else the package's (an ECOM_CONF_DIR may hold only the YAML files)
+LOG4J2_CONF = next(
+    (p for p in (CONF_DIR / "log4j2.properties", package_data() / "conf" / "log4j2.properties") if p.is_file()),
+    package_data() / "conf" / "log4j2.properties",
+)
 
 
 def is_local_master(master: str) -> bool:
