@@ -1,10 +1,12 @@
 """JVM dependencies: resolved once from Maven Central into a local cache.
 
-``jvm/pom.xml`` declares two classpaths as Maven profiles: ``spark`` (Delta
-Lake and the Spark Kafka source) and ``kafka`` (an Apache Kafka broker). This
-module runs ``mvn dependency:copy-dependencies`` for each into
-``<jars.cache>/<profile>/`` and writes a marker keyed by the pom's hash, so a
-second run does nothing and works offline.
+``jvm/pom.xml`` (shipped with the package) declares the classpaths as Maven
+profiles: ``spark`` (Delta Lake and the Spark Kafka source), ``s3`` (the S3A
+file system: hadoop-aws and the AWS SDK bundle, only for a lake on ``s3a://``)
+and ``kafka`` (an Apache Kafka broker). This module runs ``mvn
+dependency:copy-dependencies`` for each into ``<jars.cache>/<profile>/`` and
+writes a marker keyed by the pom's hash, so a second run does nothing and works
+offline.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ecom import storage
 from ecom.settings import Settings
 
-PROFILES = ("spark", "kafka")
+PROFILES = ("spark", "kafka")  # always resolved; "s3" too when the lake is on S3 (needed_profiles)
+S3_PROFILE = "s3"
 _VERSION_SUFFIX = re.compile(r"-\d[\w.\-]*\.jar$")
 
 
@@ -38,9 +42,22 @@ def is_resolved(settings: Settings, profile: str) -> bool:
     return marker.exists() and marker.read_text().strip() == _pom_hash(Path(settings.jars.pom))
 
 
-def resolve(settings: Settings, profiles: tuple[str, ...] = PROFILES, quiet: bool = False) -> None:
-    """Resolve each profile's jars unless already cached for this pom."""
+def needed_profiles(settings: Settings) -> tuple[str, ...]:
+    """The profiles these settings run with: the S3A jars only for a lake or checkpoints on S3."""
+    on_s3 = storage.is_s3(settings.lake.root) or storage.is_s3(settings.lake.checkpoints)
+    return (*PROFILES, S3_PROFILE) if on_s3 else PROFILES
+
+
+def spark_profiles(settings: Settings) -> tuple[str, ...]:
+    """The profiles whose jars Spark gets."""
+    return tuple(p for p in needed_profiles(settings) if p != "kafka")
+
+
+def resolve(settings: Settings, profiles: tuple[str, ...] | None = None, quiet: bool = False) -> None:
+    """Resolve each profile's jars (default: ``needed_profiles``) unless already cached for this pom."""
     pom = Path(settings.jars.pom)
+    if profiles is None:
+        profiles = needed_profiles(settings)
     for profile in profiles:
         if is_resolved(settings, profile):
             continue
@@ -68,18 +85,20 @@ def _artifact(jar_name: str) -> str:
     return _VERSION_SUFFIX.sub("", jar_name)
 
 
-def spark_jars(settings: Settings) -> list[str]:
+def spark_jars(settings: Settings, profiles: tuple[str, ...] | None = None) -> list[str]:
     """Jars to hand Spark: the resolved ones that pyspark does not already ship.
 
     pyspark bundles Spark, Hadoop, Jackson, Parquet and Scala; adding a second
     (often older) copy of those to the classpath only invites conflicts.
     """
-    if not is_resolved(settings, "spark"):
-        resolve(settings, ("spark",))
+    profiles = spark_profiles(settings) if profiles is None else profiles
+    missing = tuple(p for p in profiles if not is_resolved(settings, p))
+    if missing:
+        resolve(settings, missing)
     import pyspark
 
     shipped = {_artifact(p.name) for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
-    jars = sorted(profile_dir(settings, "spark").glob("*.jar"))
+    jars = sorted(j for p in profiles for j in profile_dir(settings, p).glob("*.jar"))
     return [str(j) for j in jars if _artifact(j.name) not in shipped]
 
 

@@ -75,28 +75,30 @@ def table_name(layer: str, table: str) -> str:
 
 def is_delta_table(path: str) -> bool:
     """True if a Delta table exists at ``path``."""
-    from deltalake import DeltaTable
+    from ecom.storage import is_delta_table as exists
 
-    return DeltaTable.is_deltatable(path)
+    return exists(path)
 
 
 def file_count(path: str) -> int:
     """Data files in the table's current version."""
-    from deltalake import DeltaTable
+    from ecom.storage import delta_table
 
-    return len(DeltaTable(path).file_uris())
+    return len(delta_table(path).file_uris())
 
 
 def compact_table(path: str, cfg: MaintenanceSettings, name: str | None = None) -> CompactResult:
     """Rewrite the table's small files into files of about ``cfg.target_file_mb``; rerun on a conflict."""
-    from deltalake import CommitProperties, DeltaTable
+    from deltalake import CommitProperties
     from deltalake.exceptions import CommitFailedError
+
+    from ecom.storage import delta_table
 
     started = time.monotonic()
     before = file_count(path)
     for attempt in range(1, cfg.compact_attempts + 1):
         try:
-            metrics = DeltaTable(path).optimize.compact(
+            metrics = delta_table(path).optimize.compact(
                 target_size=cfg.target_file_mb * 1024 * 1024,
                 max_concurrent_tasks=cfg.max_concurrent_tasks,
                 commit_properties=CommitProperties(custom_metadata={"userMetadata": "ecom-maintain:compact"}),
@@ -125,10 +127,10 @@ def vacuum_table(
     ``enforce`` keeps delta-rs' check against the table's ``delta.deletedFileRetentionDuration``; only tests
     turn it off, to vacuum files compacted away seconds ago.
     """
-    from deltalake import DeltaTable
+    from ecom.storage import delta_table
 
     started = time.monotonic()
-    deleted = DeltaTable(path).vacuum(
+    deleted = delta_table(path).vacuum(
         retention_hours=int(retention_hours), dry_run=dry_run, enforce_retention_duration=enforce
     )
     return VacuumResult(name or path, len(deleted), round(time.monotonic() - started, 3), dry_run)

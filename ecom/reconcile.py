@@ -28,10 +28,10 @@ from datetime import datetime
 
 import duckdb
 import pyarrow as pa
-from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from ecom.settings import Settings
+from ecom.storage import delta_table
 from serving.db import connection
 
 TABLES = {
@@ -131,7 +131,7 @@ def _kafka_ranges(settings: Settings, since: datetime | None, until: datetime | 
 
 def _dataset(path: str):
     try:
-        return DeltaTable(path).to_pyarrow_dataset()
+        return delta_table(path).to_pyarrow_dataset()
     except TableNotFoundError:
         return None
 
@@ -140,7 +140,7 @@ def _register_lake(con: duckdb.DuckDBPyConnection, settings: Settings, where: st
     """Views ``h_<name>`` (hot), ``a_<name>`` (archive) and ``r_<name>`` (both, a row in both once) per table."""
     for name, (layer, table) in TABLES.items():
         columns = ", ".join([COORDS, "kafka_timestamp", *COLUMNS[name]])
-        con.register(f"{name}_hot", DeltaTable(settings.lake.table(layer, table)).to_pyarrow_dataset())
+        con.register(f"{name}_hot", delta_table(settings.lake.table(layer, table)).to_pyarrow_dataset())
         archive = _dataset(settings.lake.archive(layer, table))
         if archive is None:
             con.execute(f"CREATE TEMP VIEW {name}_archive AS SELECT * FROM {name}_hot LIMIT 0")

@@ -5,11 +5,24 @@ Loaded from ``conf/base.yaml`` merged with ``conf/<profile>.yaml`` (profile from
 ``ECOM_<SECTION>__<KEY>=value`` (values parsed as YAML, so ``19092`` is an int).
 Secrets come only from the environment: ``ECOM_POSTGRES_PASSWORD``,
 ``ECOM_POSTGRES_DSN``, ``ECOM_PII_KEY``.
+
+Where things are, so that an installed wheel (or a zip handed to ``spark-submit --py-files``) works as well
+as a checkout:
+
+- the settings files: ``$ECOM_CONF_DIR``, else ``ecom/conf`` inside the package (in a checkout a link to the
+  top-level ``conf/``; in a wheel, package data);
+- ``{root}`` in paths (the project's home, e.g. ``data_dir: "{root}/data"``): ``$ECOM_HOME``, else the checkout
+  the package is in, else the current directory;
+- ``{package}`` in paths: the installed package's folder (``jars.pom: "{package}/jvm/pom.xml"``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tempfile
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -18,9 +31,58 @@ from urllib.parse import quote
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = Path(os.environ.get("ECOM_CONF_DIR", ROOT / "conf"))
+PACKAGE_DIR = Path(__file__).resolve().parent
 ENV_PREFIX = "ECOM_"
+
+
+def project_home(environ: Mapping[str, str] = os.environ) -> Path:
+    """``{root}``: ``$ECOM_HOME``, else the checkout holding this package, else the current directory."""
+    if environ.get("ECOM_HOME"):
+        return Path(environ["ECOM_HOME"]).expanduser().resolve()
+    checkout = PACKAGE_DIR.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "ecom" / "settings.py").is_file():
+        return checkout
+    return Path.cwd()
+
+
+DATA_FOLDERS = ("conf", "jvm")  # package data: the settings files, the pom of the JVM dependencies
+
+
+@cache
+def package_data() -> Path:
+    """The folder holding the package's data folders (``conf/``, ``jvm/``): the package itself, or, imported from a
+    zip or wheel on ``sys.path`` (``spark-submit --py-files``), a copy of them made once in a temporary folder."""
+    if all((PACKAGE_DIR / name).is_dir() for name in DATA_FOLDERS):
+        return PACKAGE_DIR
+    from importlib import resources
+
+    files: dict[str, bytes] = {}
+    for name in DATA_FOLDERS:
+        folder = resources.files("ecom").joinpath(name)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{PACKAGE_DIR / name} is not shipped with the ecom package")
+        files.update({f"{name}/{f.name}": f.read_bytes() for f in folder.iterdir() if f.is_file()})
+    digest = hashlib.sha256(b"".join(n.encode() + b"\0" + files[n] for n in sorted(files))).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / f"ecom-data-{os.getuid()}-{digest}"
+    if not target.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix="ecom-data-"))
+        for relative, content in files.items():
+            (staging / relative).parent.mkdir(exist_ok=True)
+            (staging / relative).write_bytes(content)
+        try:
+            staging.rename(target)
+        except OSError:  # another process put the same files there first
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def conf_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The settings files: ``$ECOM_CONF_DIR``, else the package's ``conf/``."""
+    return Path(environ["ECOM_CONF_DIR"]) if environ.get("ECOM_CONF_DIR") else package_data() / "conf"
+
+
+ROOT = project_home()
+CONF_DIR = conf_dir()
 
 
 class _Section(BaseModel):
@@ -353,17 +415,19 @@ def load_settings(profile: str | None = None, environ: dict[str, str] | None = N
     """Build the settings for ``profile`` (default: $ECOM_PROFILE or ``local``)."""
     environ = dict(os.environ if environ is None else environ)
     profile = profile or environ.get("ECOM_PROFILE", "local")
-    raw = _read_yaml(CONF_DIR / "base.yaml")
-    profile_file = CONF_DIR / f"{profile}.yaml"
+    conf = conf_dir(environ)
+    raw = _read_yaml(conf / "base.yaml")
+    profile_file = conf / f"{profile}.yaml"
     if not profile_file.exists():
-        known = sorted(p.stem for p in CONF_DIR.glob("*.yaml") if p.stem != "base")
+        known = sorted(p.stem for p in conf.glob("*.yaml") if p.stem != "base")
         raise ValueError(f"unknown profile {profile!r}; known profiles: {', '.join(known)}")
     raw = _deep_merge(raw, _read_yaml(profile_file))
     raw = _deep_merge(raw, _env_overrides(environ))
     raw["profile"] = profile
-    root = str(ROOT)
-    data_dir = _expand(raw["data_dir"], {"root": root})
-    raw = _expand(raw, {"root": root, "data_dir": data_dir})
+    root = str(project_home(environ))
+    package = str(package_data())
+    data_dir = _expand(raw["data_dir"], {"root": root, "package": package})
+    raw = _expand(raw, {"root": root, "package": package, "data_dir": data_dir})
     return Settings.model_validate(raw)
 
 

@@ -129,11 +129,12 @@ def time_travel(
 
 def open_table(name: str, path: str, travel: TimeTravel):
     """The delta-rs ``DeltaTable`` of ``name`` at ``path``, loaded at the version or timestamp asked for."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    from ecom.storage import delta_table
+
     try:
-        table = DeltaTable(path)
+        table = delta_table(path)
     except TableNotFoundError as exc:
         raise LakeSqlError(f"{name} has no Delta table at {path} yet (the stage that writes it has not run)") from exc
     latest = table.version()

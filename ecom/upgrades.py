@@ -121,9 +121,11 @@ def _delta_field(field: T.StructField):
 
 def apply_migration(path: str, migration: LakeMigration) -> tuple[str, ...]:
     """Add the migration's missing columns to the table at ``path`` and record it; returns the columns added."""
-    from deltalake import CommitProperties, DeltaTable
+    from deltalake import CommitProperties
 
-    table = DeltaTable(path)
+    from ecom.storage import delta_table
+
+    table = delta_table(path)
     missing = _missing(table, migration)
     for field in missing:
         if not field.nullable:
@@ -135,14 +137,14 @@ def apply_migration(path: str, migration: LakeMigration) -> tuple[str, ...]:
                 commit_properties=CommitProperties(custom_metadata={"userMetadata": migration.tag}),
             )
         except Exception:  # another process (a job starting at the same time) may have added them first
-            if _missing(DeltaTable(path), migration):
+            if _missing(delta_table(path), migration):
                 raise
-        table = DeltaTable(path)
+        table = delta_table(path)
     if recorded_version(table) < migration.version:
         try:
             table.alter.set_table_properties({PROPERTY: str(migration.version)}, raise_if_not_exists=False)
         except Exception:
-            if recorded_version(DeltaTable(path)) < migration.version:
+            if recorded_version(delta_table(path)) < migration.version:
                 raise
     return tuple(f.name for f in missing)
 
@@ -154,12 +156,12 @@ def _missing(table, migration: LakeMigration) -> list[T.StructField]:
 
 def pending(settings: Settings, migrations: tuple[LakeMigration, ...] = LAKE_MIGRATIONS) -> list[LakeMigration]:
     """The migrations an existing table has not recorded yet."""
-    from deltalake import DeltaTable
+    from ecom.storage import delta_table, is_delta_table
 
     out = []
     for m in migrations:
         path = settings.lake.table(m.layer, m.table)
-        if DeltaTable.is_deltatable(path) and recorded_version(DeltaTable(path)) < m.version:
+        if is_delta_table(path) and recorded_version(delta_table(path)) < m.version:
             out.append(m)
     return out
 

@@ -58,12 +58,13 @@ CHALLENGER = "gradient_boosting"
 # -- reading (I/O at the edge) -------------------------------------------------------------
 def load_silver(settings: Settings, path: str | None = None) -> pd.DataFrame:
     """The training columns of silver/transactions (delta-rs, no Spark)."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
+
+    from ecom.storage import delta_table
 
     path = path or settings.lake.table("silver", "transactions")
     try:
-        table = DeltaTable(path)
+        table = delta_table(path)
     except TableNotFoundError as exc:
         raise SystemExit(f"no silver table at {path}: backfill and run `ecom stream all --once` first") from exc
     pdf = table.to_pandas(columns=list(SILVER_COLUMNS))

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from functools import cached_property
 
 import pyarrow as pa
-from deltalake import CommitProperties, write_deltalake
+from deltalake import CommitProperties
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
@@ -61,6 +61,7 @@ from ecom.schemas import (
     arrow_schema,
 )
 from ecom.settings import Settings
+from ecom.storage import write_delta
 from pipelines.gold import dimensions, fx, orders
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,9 @@ CUSTOMER_CHUNK = 5000  # customers rows per transaction: bounds how long a strea
 
 def _partition_dates(path: str, column: str) -> set[dt.date]:
     """The distinct values of a date partition column of a Delta table, from its log (delta-rs)."""
-    from deltalake import DeltaTable as RsDeltaTable
+    from ecom.storage import delta_table
 
-    values = RsDeltaTable(path).get_add_actions(flatten=True).column(f"partition.{column}").to_pylist()
+    values = delta_table(path).get_add_actions(flatten=True).column(f"partition.{column}").to_pylist()
     return {v if isinstance(v, dt.date) else dt.date.fromisoformat(str(v)) for v in values if v is not None}
 
 
@@ -126,7 +127,7 @@ class GoldBatch:
         """Overwrite ``gold/<table>`` with ``data`` (only ``predicate``'s rows if given); returns what was written."""
         data = data.select(schema.fieldNames()).cast(arrow_schema(schema))
         tag = json.dumps({"job": "gold-batch", "table": table, "as_of": _date_literal(self.as_of)})
-        write_deltalake(
+        write_delta(
             self.settings.lake.table("gold", table),
             data,
             mode="overwrite",

@@ -330,15 +330,16 @@ def merge_into_lake(path: str, source: pa.Table, tag: str, attempts: int = 5) ->
     """Closed minutes replace their row (inserted if new); late counts are added to the minute's overall row
     (a row with zero figures if the minute had none). Retried when a concurrent commit (the daily batch) wins."""
     from deltalake import CommitProperties
-    from deltalake import DeltaTable as RsDeltaTable
     from deltalake.exceptions import CommitFailedError
+
+    from ecom.storage import delta_table
 
     match = " AND ".join(f"t.{c} = s.{c}" for c in ("event_date", *MINUTE_KEY))
     every = {c: f"s.{c}" for c in MINUTE_COLUMNS}
     for attempt in range(attempts):
         try:
             (
-                RsDeltaTable(path)
+                delta_table(path)
                 .merge(
                     source,
                     match,
@@ -362,9 +363,9 @@ def merge_into_lake(path: str, source: pa.Table, tag: str, attempts: int = 5) ->
 
 def committed_with_tag(path: str, tag: str, depth: int = 200) -> bool:
     """True if one of the table's last ``depth`` commits carries ``tag`` as its userMetadata."""
-    from deltalake import DeltaTable as RsDeltaTable
+    from ecom.storage import delta_table
 
-    return any(c.get("userMetadata") == tag for c in RsDeltaTable(path).history(depth))
+    return any(c.get("userMetadata") == tag for c in delta_table(path).history(depth))
 
 
 # -- the stream ------------------------------------------------------------------------------------
@@ -530,9 +531,9 @@ def with_late_events(figures: pa.Table, late: pa.Table) -> pa.Table:
 
 def stream_frontier(path: str) -> dt.datetime | None:
     """The end of the latest minute the live stream closed (None if it never closed one), read with delta-rs."""
-    from deltalake import DeltaTable as RsDeltaTable
+    from ecom.storage import delta_table
 
-    rows = RsDeltaTable(path).to_pyarrow_table(columns=["window_start"], filters=[("source", "=", STREAM)])
+    rows = delta_table(path).to_pyarrow_table(columns=["window_start"], filters=[("source", "=", STREAM)])
     latest = pc.max(rows["window_start"]).as_py() if rows.num_rows else None
     return None if latest is None else _utc(latest) + dt.timedelta(minutes=1)
 
@@ -594,12 +595,14 @@ def recompute_minutes(
 
 def _overwrite(path: str, data: pa.Table, predicate: str, tag: str, attempts: int = 5) -> None:
     """Replace the rows matching ``predicate`` by ``data`` (delta-rs), retried when the stream's merge won."""
-    from deltalake import CommitProperties, write_deltalake
+    from deltalake import CommitProperties
     from deltalake.exceptions import CommitFailedError
+
+    from ecom.storage import write_delta
 
     for attempt in range(attempts):
         try:
-            write_deltalake(
+            write_delta(
                 path,
                 data,
                 mode="overwrite",

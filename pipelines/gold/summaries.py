@@ -267,10 +267,10 @@ def sync_summaries(dsn: str, rows: Sequence[tuple], grain: str, since: dt.dateti
 def lake_late_events(path: str, since: dt.datetime, until: dt.datetime) -> pa.Table:
     """The minutes of ``gold/minute_metrics`` in [since, until) with late events: window_start, dimension,
     dimension_value, late_events (read with delta-rs, from the partitions of those days only)."""
-    from deltalake import DeltaTable as RsDeltaTable
+    from ecom.storage import delta_table
 
     days = [("event_date", ">=", since.date().isoformat()), ("event_date", "<=", until.date().isoformat())]
-    rows = RsDeltaTable(path).to_pyarrow_table(
+    rows = delta_table(path).to_pyarrow_table(
         partitions=days, columns=["window_start", "dimension", "dimension_value", "late_events"]
     )
     start = epoch_micros(rows["window_start"])

@@ -35,6 +35,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from ecom.schemas import arrow_schema
 from ecom.settings import LakeSettings
+from ecom.storage import delta_table, storage_options
 from pipelines.lifecycle.policy import ARCHIVE_PARTITION, LakePolicy
 
 log = logging.getLogger(__name__)
@@ -64,18 +65,20 @@ def archive_schema(policy: LakePolicy) -> pa.Schema:
 
 def ensure_archive(lake: LakeSettings, policy: LakePolicy) -> DeltaTable:
     """The archive table of ``policy``, created empty (partitioned by month, no deletion vectors) if missing."""
+    path = lake.archive(policy.layer, policy.table)
     return DeltaTable.create(
-        lake.archive(policy.layer, policy.table),
+        path,
         archive_schema(policy),
         mode="ignore",
         partition_by=[ARCHIVE_PARTITION],
         configuration={"delta.enableDeletionVectors": "false"},
+        storage_options=storage_options(path),
     )
 
 
 def open_table(path: str) -> DeltaTable | None:
     try:
-        return DeltaTable(path)
+        return delta_table(path)
     except TableNotFoundError:
         return None
 
@@ -134,7 +137,7 @@ def archived_count(archive_path: str, policy: LakePolicy, month_rows: pa.Table) 
     keys = (MONTH, *policy.key)
     con = _duckdb()
     month = month_rows.column(MONTH)[0].as_py()
-    dataset = DeltaTable(archive_path).to_pyarrow_dataset()
+    dataset = delta_table(archive_path).to_pyarrow_dataset()
     con.register("archive", dataset.to_table(columns=list(keys), filter=pc.field(MONTH) == month))
     con.register("moved", month_rows.select(list(keys)))
     join = " AND ".join(f"a.{k} = m.{k}" for k in keys)
@@ -148,7 +151,7 @@ def delete_hot(lake: LakeSettings, policy: LakePolicy, cutoff: str, month_rows: 
     for attempt in range(1, COMMIT_TRIES + 1):
         try:
             return (
-                DeltaTable(lake.table(policy.layer, policy.table))
+                delta_table(lake.table(policy.layer, policy.table))
                 .merge(
                     month_rows.select(list(match)),
                     _on(match),
@@ -174,7 +177,7 @@ def move_month(lake: LakeSettings, policy: LakePolicy, cutoff: str, month_rows: 
     archive_path = lake.archive(policy.layer, policy.table)
     keys = (MONTH, *policy.key)
     inserted = (
-        DeltaTable(archive_path)
+        delta_table(archive_path)
         .merge(
             month_rows,
             _on(keys),

@@ -29,12 +29,13 @@ import pandas as pd
 import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, write_deltalake
+from deltalake import CommitProperties
 from deltalake.exceptions import CommitFailedError
 
 from ecom.metrics import quarantine_counts
 from ecom.schemas import ALERT_SCHEMA, DUPLICATES_SCHEMA, SILVER_SCHEMA, arrow_schema
 from ecom.settings import LakeSettings, Settings
+from ecom.storage import write_delta
 from ml import features
 from pipelines.silver.faults import AlertsNotConfirmed, kill_point
 from pipelines.silver.plan import SILVER_COLUMNS, BatchPlan, BatchRows, Record, driver_frame, records_of
@@ -108,9 +109,9 @@ def customer_rows(profiles: Sequence[features.Profile]) -> list[tuple]:
 
 def committed_with_tag(path: str, tag: str, depth: int = 200) -> bool:
     """True if one of the table's last ``depth`` commits carries ``tag`` as its userMetadata (read with delta-rs)."""
-    from deltalake import DeltaTable as RsDeltaTable
+    from ecom.storage import delta_table
 
-    return any(c.get("userMetadata") == tag for c in RsDeltaTable(path).history(depth))
+    return any(c.get("userMetadata") == tag for c in delta_table(path).history(depth))
 
 
 def alert_message(alert: dict) -> tuple[bytes, bytes]:
@@ -159,25 +160,26 @@ class LakeSink:
     def stored(self, rows: BatchRows) -> pd.DataFrame:
         """The silver rows of the batch's events (a retry, or the rebuild from bronze), read with delta-rs,
         pruned to the events' dates (a Spark job here took seconds, up to half a minute on a busy machine)."""
-        from deltalake import DeltaTable as RsDeltaTable
+        from ecom.storage import delta_table
 
         if not len(rows.firsts):
             return pd.DataFrame(columns=SILVER_COLUMNS)
-        silver = RsDeltaTable(self.lake.table("silver", "transactions")).to_pyarrow_dataset()
+        silver = delta_table(self.lake.table("silver", "transactions")).to_pyarrow_dataset()
         wanted = pc.field("event_date").isin(rows.event_dates) & pc.field("event_id").isin(rows.event_ids)
         return driver_frame(silver.to_table(filter=wanted))
 
     def archived(self, rows: BatchRows, event_dates: Sequence[dt.date]) -> pd.DataFrame:
         """The archived silver rows (``archive/silver/transactions``) of the batch's events dated ``event_dates``:
         events older than the hot horizon are looked up there too (docs/lifecycle.md, de-duplication)."""
-        from deltalake import DeltaTable as RsDeltaTable
         from deltalake.exceptions import TableNotFoundError
+
+        from ecom.storage import delta_table
 
         events = rows.firsts[rows.firsts["event_date"].isin(list(event_dates))]
         if not len(events):
             return pd.DataFrame(columns=SILVER_COLUMNS)
         try:
-            archive = RsDeltaTable(self.lake.archive("silver", "transactions")).to_pyarrow_dataset()
+            archive = delta_table(self.lake.archive("silver", "transactions")).to_pyarrow_dataset()
         except TableNotFoundError:  # nothing archived yet
             return pd.DataFrame(columns=SILVER_COLUMNS)
         dates = pc.field("event_month").isin(sorted({d.replace(day=1) for d in event_dates})) & pc.field(
@@ -249,7 +251,7 @@ def append_retrying(path: str, data: pa.Table, tag: str, attempts: int = APPEND_
     """
     for attempt in range(attempts):
         try:
-            write_deltalake(
+            write_delta(
                 path, data, mode="append", commit_properties=CommitProperties(custom_metadata={"userMetadata": tag})
             )
             return

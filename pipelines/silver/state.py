@@ -69,8 +69,9 @@ class CustomerState:
         MERGE on two cores, and this runs inside a micro-batch.
         """
         from deltalake import CommitProperties
-        from deltalake import DeltaTable as RsDeltaTable
         from deltalake.exceptions import CommitFailedError
+
+        from ecom.storage import delta_table
 
         changed = [self.profiles[c] for c in sorted(self.dirty)]
         source = pa.Table.from_pandas(
@@ -81,7 +82,7 @@ class CustomerState:
         for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
             try:
                 (
-                    RsDeltaTable(path)
+                    delta_table(path)
                     .merge(
                         source,
                         "t.customer_id = s.customer_id",
@@ -106,15 +107,15 @@ class CustomerState:
     @classmethod
     def load(cls, profiles_path: str, silver_path: str) -> CustomerState:
         """The snapshot in ``profiles_path`` plus the silver rows written after it."""
-        from deltalake import DeltaTable as RsDeltaTable
+        from ecom.storage import delta_table
 
-        snapshot = RsDeltaTable(profiles_path)
+        snapshot = delta_table(profiles_path)
         offsets = snapshot_offsets(snapshot.history())
         # Without recorded offsets the table's rows cannot be placed against silver: rebuild from silver alone.
         table = snapshot.to_pyarrow_table() if offsets else pa.table({})
         profiles = {row["customer_id"]: Profile.from_row(row) for row in table.to_pylist()}
         state = cls(profiles, offsets)
-        later = unfolded_rows(RsDeltaTable(silver_path), offsets)
+        later = unfolded_rows(delta_table(silver_path), offsets)
         if len(later):
             state.apply(apply_history(later, profiles).profiles, later)
         log.info(

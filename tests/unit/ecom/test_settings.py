@@ -1,5 +1,6 @@
 import pytest
 
+from ecom.settings import CONF_DIR as CONF_FILES
 from ecom.settings import load_settings
 
 
@@ -53,3 +54,34 @@ def test_no_secret_in_committed_config():
     keys = {k for p in CONF_DIR.glob("*.yaml") for k in _keys(yaml.safe_load(p.read_text()))}
     assert keys, "no settings keys found"
     assert not {k for k in keys if "password" in k or "secret" in k or "pii_key" in k or k == "dsn"}
+
+
+def test_the_project_home_and_the_package_data_are_found_outside_a_checkout(tmp_path):
+    from ecom.settings import conf_dir, package_data, project_home
+
+    # {package}: the pom ships with the package; {root}: $ECOM_HOME when set
+    s = load_settings("test", environ={"ECOM_HOME": str(tmp_path)})
+    assert s.data_dir == f"{tmp_path}/data/test"
+    assert s.jars.pom == str(package_data() / "jvm" / "pom.xml")
+    assert (package_data() / "jvm" / "pom.xml").is_file()
+    assert (package_data() / "conf" / "log4j2.properties").is_file()
+    assert project_home({"ECOM_HOME": str(tmp_path)}) == tmp_path
+    assert conf_dir({"ECOM_CONF_DIR": str(tmp_path)}) == tmp_path
+
+
+def test_settings_files_come_from_ecom_conf_dir(tmp_path):
+    (tmp_path / "base.yaml").write_text((CONF_FILES / "base.yaml").read_text())
+    (tmp_path / "mine.yaml").write_text("kafka:\n  port: 39092\n")
+    s = load_settings("mine", environ={"ECOM_CONF_DIR": str(tmp_path)})
+    assert (s.profile, s.kafka.port) == ("mine", 39092)
+    with pytest.raises(ValueError, match="known profiles: mine"):
+        load_settings("local", environ={"ECOM_CONF_DIR": str(tmp_path)})
+
+
+def test_an_s3_lake_resolves_the_s3a_jars_too():
+    from ecom.jars import needed_profiles, spark_profiles
+
+    assert needed_profiles(load_settings("test", environ={})) == ("spark", "kafka")
+    on_s3 = load_settings("test", environ={"ECOM_LAKE__ROOT": "s3a://lake/lake"})
+    assert needed_profiles(on_s3) == ("spark", "kafka", "s3")
+    assert spark_profiles(on_s3) == ("spark", "s3")

@@ -16,7 +16,7 @@ def _table(ids: list[int]) -> pa.Table:
 def test_an_append_that_loses_a_commit_race_is_tried_again_and_lands_once(tmp_path, monkeypatch):
     path = str(tmp_path / "t")
     write_deltalake(path, _table([1, 2, 3]))
-    real = sinks.write_deltalake
+    real = sinks.write_delta
     calls = []
 
     def racing_write(*args, **kwargs):
@@ -26,7 +26,7 @@ def test_an_append_that_loses_a_commit_race_is_tried_again_and_lands_once(tmp_pa
             raise CommitFailedError("Commit failed: a concurrent transaction deleted data this operation read.")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sinks, "write_deltalake", racing_write)
+    monkeypatch.setattr(sinks, "write_delta", racing_write)
     monkeypatch.setattr(sinks.time, "sleep", lambda s: None)
     sinks.append_retrying(path, _table([4, 5]), tag="ingest-7")
     assert len(calls) == 2
@@ -43,7 +43,7 @@ def test_an_append_that_keeps_losing_fails_the_batch(tmp_path, monkeypatch):
     def always_refused(*args, **kwargs):
         raise CommitFailedError("Commit failed")
 
-    monkeypatch.setattr(sinks, "write_deltalake", always_refused)
+    monkeypatch.setattr(sinks, "write_delta", always_refused)
     monkeypatch.setattr(sinks.time, "sleep", lambda s: None)
     try:
         sinks.append_retrying(path, _table([2]), tag="ingest-8", attempts=3)
