@@ -45,6 +45,10 @@ from tests.conftest import with_topic
 pytestmark = pytest.mark.integration
 
 EXAMPLES = int(os.environ.get("ECOM_FUZZ_EXAMPLES", "8"))
+# A whole-path example is one micro-batch (about 1 s idle, several under load): the test's time limit grows with
+# the examples (``make chaos`` runs 200; the suite's default limit, 900 s, cut such a run short at load 16).
+WHOLE_PATH_TIMEOUT_S = 600 + 10 * EXAMPLES
+ENCODER_TIMEOUT_S = 600 + 10 * EXAMPLES  # ten times the examples, each a fraction of a second
 SEED = int(os.environ.get("ECOM_FUZZ_SEED", "20261126"))
 KAFKA_SOURCE_DDL = (
     "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, timestampType int"
@@ -223,6 +227,7 @@ def landed(settings, first: int, last: int) -> dict[str, list[int]]:
     return found
 
 
+@pytest.mark.timeout(WHOLE_PATH_TIMEOUT_S)
 def test_generated_records_each_land_exactly_once_and_every_sink_takes_every_silver_row(scored_stream, spark):
     settings, batch, start = scored_stream
     offsets = itertools.count(start)
@@ -362,6 +367,7 @@ def test_a_customers_running_total_holds_many_orders_of_the_largest_amount(isola
         assert cur.fetchone()[0] == Decimal("99999999999900.00")
 
 
+@pytest.mark.timeout(ENCODER_TIMEOUT_S)
 def test_delta_rs_stores_any_text_exactly(tmp_path):
     import pyarrow as pa
 
