@@ -18,6 +18,8 @@ from urllib.parse import quote
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from ecom.errors import UnknownProfile
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = Path(os.environ.get("ECOM_CONF_DIR", ROOT / "conf"))
 ENV_PREFIX = "ECOM_"
@@ -140,6 +142,7 @@ class SparkSettings(_Section):
     shuffle_partitions: int
     log_level: str
     ui_enabled: bool
+    ui_port: int = 4040  # the first Spark application's UI; Spark tries the next ports for more (`ecom ui`)
     extra_conf: dict[str, str]
 
 
@@ -182,6 +185,7 @@ class MlflowSettings(_Section):
     experiment: str
     model_name: str
     alias: str
+    ui_port: int = 5000  # `ecom ui` serves the MLflow UI on 127.0.0.1 here (a local tracking store)
 
 
 class FraudSettings(_Section):
@@ -330,7 +334,10 @@ def load_settings(profile: str | None = None, environ: dict[str, str] | None = N
     profile_file = CONF_DIR / f"{profile}.yaml"
     if not profile_file.exists():
         known = sorted(p.stem for p in CONF_DIR.glob("*.yaml") if p.stem != "base")
-        raise ValueError(f"unknown profile {profile!r}; known profiles: {', '.join(known)}")
+        raise UnknownProfile(
+            f"unknown profile {profile!r}; use one of {', '.join(known)} (--profile or ECOM_PROFILE), "
+            f"or add {CONF_DIR.name}/{profile}.yaml"
+        )
     raw = _deep_merge(raw, _read_yaml(profile_file))
     raw = _deep_merge(raw, _env_overrides(environ))
     raw["profile"] = profile
