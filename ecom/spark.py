@@ -29,6 +29,7 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.memory": s.driver_memory,
         "spark.ui.enabled": str(s.ui_enabled).lower(),
+        "spark.ui.port": str(s.ui_port),
         "spark.ui.showConsoleProgress": "false",
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
