@@ -70,6 +70,15 @@ def test_help_lists_every_exit_code_once():
         assert f"{code:>3}  {what}" in epilog
 
 
+def test_the_readme_lists_the_same_exit_codes():
+    from ecom.settings import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| exit code | meaning |") :].split("\n\n")[0]
+    listed = [int(row.split("|")[1]) for row in table.splitlines()[2:]]
+    assert listed == [code for code, _ in errors.EXIT_CODES]
+
+
 def _fail_with(exc: BaseException):
     def command(args):
         raise exc
