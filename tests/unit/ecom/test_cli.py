@@ -151,3 +151,39 @@ def test_unknown_profile_is_typed_and_still_a_value_error():
     with pytest.raises(errors.UnknownProfile, match="unknown profile 'nope'; use one of .*test") as raised:
         load_settings("nope")
     assert isinstance(raised.value, ValueError)
+
+
+class FinishingQuery:
+    """A streaming query that finishes after ``polls`` waits, one more micro-batch done at each."""
+
+    def __init__(self, polls: int) -> None:
+        self.polls, self.recentProgress = polls, []
+
+    def awaitTermination(self, timeout: float) -> bool:  # noqa: N802 (pyspark's name)
+        self.recentProgress.append({"batchId": len(self.recentProgress), "numInputRows": 1000})
+        self.polls -= 1
+        return self.polls < 0
+
+
+def test_stream_once_reports_progress_while_it_runs(capsys):
+    batches, rows = cli._await_with_progress(FinishingQuery(polls=2), "stream all --once", every_s=0)
+    assert (batches, rows) == (3, 3000)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        "stream all --once: 1 micro-batches, 1,000 rows so far",
+        "stream all --once: 2 micro-batches, 2,000 rows so far",
+    ]
+
+
+def test_steps_are_numbered_on_stderr(capsys):
+    from ecom.progress import Steps
+
+    step = Steps("train", 2)
+    step("reading silver")
+    step("fitting")
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert [line.rsplit(" (", 1)[0] for line in out.err.splitlines()] == [
+        "train [1/2] reading silver",
+        "train [2/2] fitting",
+    ]
