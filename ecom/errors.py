@@ -40,7 +40,7 @@ class UnknownProfile(EcomError, ValueError):
 
 
 class MissingSecret(EcomError):
-    """A secret this profile needs is not in the environment (or is malformed)."""
+    """A secret this profile needs is not in the environment (or is malformed, or refused)."""
 
     exit_code = 11
 
@@ -70,7 +70,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (USAGE, "wrong arguments, or a service error the message explains"),
     (SERVICE_DOWN, "ecom status: a service is down"),
     (UnknownProfile.exit_code, "unknown settings profile"),
-    (MissingSecret.exit_code, "a required secret is missing"),
+    (MissingSecret.exit_code, "a required secret is missing (or refused)"),
     (PostgresUnreachable.exit_code, "PostgreSQL unreachable"),
     (KafkaUnreachable.exit_code, "Kafka unreachable"),
     (JarsUnresolvable.exit_code, "JVM jars not resolvable (Maven offline or missing)"),
@@ -106,12 +106,19 @@ def from_exception(exc: BaseException, settings=None) -> EcomError | None:
     for e in _chain(exc):
         if isinstance(e, EcomError):
             return e
-        if _is_instance(e, "psycopg2", ("OperationalError",)) and _connection_failure(str(e)):
+        if _is_instance(e, "psycopg2", ("OperationalError",)):
+            text = str(e).lower()
             where = _postgres_where(settings)
-            return PostgresUnreachable(
-                f"PostgreSQL{where} is unreachable ({_first_line(e)}); start it with `ecom up`, "
-                "or check ECOM_POSTGRES_DSN / ECOM_POSTGRES__HOST and ECOM_POSTGRES__PORT"
-            )
+            fix = "set ECOM_POSTGRES_PASSWORD (or a DSN with it in ECOM_POSTGRES_DSN) for the configured user"
+            if "no password supplied" in text:
+                return MissingSecret(f"PostgreSQL{where} asks for a password and none is set; {fix}")
+            if "password authentication failed" in text:
+                return MissingSecret(f"PostgreSQL{where} refused the password; {fix}")
+            if _connection_failure(text):
+                return PostgresUnreachable(
+                    f"PostgreSQL{where} is unreachable ({_first_line(e)}); start it with `ecom up`, "
+                    "or check ECOM_POSTGRES_DSN / ECOM_POSTGRES__HOST and ECOM_POSTGRES__PORT"
+                )
         # kafka-python 2 raises NoBrokersAvailable; 3 a KafkaTimeoutError "Unable to bootstrap from [...]"
         if _is_instance(e, "kafka.errors", ("NoBrokersAvailable",)) or (
             _is_instance(e, "kafka.errors", ("KafkaTimeoutError",)) and _KAFKA_UNREACHABLE.search(str(e))
@@ -142,9 +149,8 @@ _UNREACHABLE = (
 )
 
 
-def _connection_failure(message: str) -> bool:
-    text = message.lower()
-    return any(marker in text for marker in _UNREACHABLE) and "password authentication failed" not in text
+def _connection_failure(text: str) -> bool:
+    return any(marker in text for marker in _UNREACHABLE)
 
 
 def _postgres_where(settings) -> str:

@@ -128,8 +128,14 @@ def test_library_exceptions_of_the_common_failures_are_translated(settings):
     error = errors.from_exception(refused, settings)
     assert isinstance(error, errors.PostgresUnreachable) and error.exit_code == 12
     assert f"{settings.postgres.host}:{settings.postgres.port}" in str(error) and "ecom up" in str(error)
-    wrong_password = psycopg2.OperationalError("connection to server failed: FATAL: password authentication failed")
-    assert errors.from_exception(wrong_password, settings) is None
+    for refused_password in (
+        'connection to server at "db", port 5432 failed: FATAL:  password authentication failed for user "ecom"',
+        'connection to server at "db", port 5432 failed: fe_sendauth: no password supplied',
+    ):
+        error = errors.from_exception(psycopg2.OperationalError(refused_password), settings)
+        assert isinstance(error, errors.MissingSecret) and "ECOM_POSTGRES_PASSWORD" in str(error)
+    other = psycopg2.OperationalError('connection to server failed: FATAL:  database "nope" does not exist')
+    assert errors.from_exception(other, settings) is None
 
     error = errors.from_exception(KafkaTimeoutError("Unable to bootstrap from ['127.0.0.1:1']"), settings)
     assert isinstance(error, errors.KafkaUnreachable) and settings.kafka.bootstrap_servers in str(error)
