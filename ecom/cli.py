@@ -134,9 +134,10 @@ def _await_with_progress(query, name: str, every_s: float = 10.0) -> tuple[int, 
 
     while not query.awaitTermination(every_s):
         count()
+        now = (query.status or {}).get("message", "")  # e.g. "Processing new data"
         print(
-            f"{name}: {len(rows_by_batch):,} micro-batches, {sum(rows_by_batch.values()):,} rows so far "
-            f"({time.monotonic() - started:.0f} s)",
+            f"{name}: {len(rows_by_batch):,} micro-batches done, {sum(rows_by_batch.values()):,} rows so far"
+            f"{'; ' + now.lower() if now else ''} ({time.monotonic() - started:.0f} s)",
             file=sys.stderr,
             flush=True,
         )

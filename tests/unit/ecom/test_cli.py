@@ -164,6 +164,7 @@ class FinishingQuery:
 
     def __init__(self, polls: int) -> None:
         self.polls, self.recentProgress = polls, []
+        self.status = {"message": "Processing new data", "isDataAvailable": True, "isTriggerActive": True}
 
     def awaitTermination(self, timeout: float) -> bool:  # noqa: N802 (pyspark's name)
         self.recentProgress.append({"batchId": len(self.recentProgress), "numInputRows": 1000})
@@ -176,8 +177,8 @@ def test_stream_once_reports_progress_while_it_runs(capsys):
     assert (batches, rows) == (3, 3000)
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" (")[0] for line in lines] == [
-        "stream all --once: 1 micro-batches, 1,000 rows so far",
-        "stream all --once: 2 micro-batches, 2,000 rows so far",
+        "stream all --once: 1 micro-batches done, 1,000 rows so far; processing new data",
+        "stream all --once: 2 micro-batches done, 2,000 rows so far; processing new data",
     ]
 
 
