@@ -1,10 +1,20 @@
 # One target per thing a person does. `make help` lists them.
-.PHONY: help setup demo test test-unit test-fast chaos lint format up down status maintain migrate backup notebook bench clean
+.PHONY: help setup lock demo test test-unit test-fast chaos lint format up down status logs ui maintain migrate backup notebook bench clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-setup: ## create .venv, install the project, cache the jars
+setup: ## create .venv with the packages pinned in requirements.lock, install the project, cache the jars
+	@bin/setup
+
+# requirements.lock pins every Python package (pyproject's dependencies + the dev extra, all platforms, with
+# hashes); `bin/setup` and CI install exactly it. uv makes it, from its own small venv in .tools/.
+UV_VERSION = 0.13.8
+UV = .tools/uv/bin/uv
+lock: ## re-pin requirements.lock after editing pyproject's dependencies (keeps other pins; UPGRADE=1: newest allowed)
+	@test -x $(UV) || { python3 -m venv .tools/uv && .tools/uv/bin/pip install -q uv==$(UV_VERSION); }
+	@$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" --quiet $(if $(UPGRADE),--upgrade) -o requirements.lock
 	@bin/setup
 
 demo: setup ## run the whole pipeline on embedded services with a live dashboard (Ctrl-C stops)
@@ -34,6 +44,12 @@ down: ## stop everything the project started
 
 status: ## ask each service and process for real; exit 3 if one is down (docs/observability.md)
 	@.venv/bin/ecom status
+
+logs: ## the processes' logs (`ecom logs NAME -f` follows one)
+	@.venv/bin/ecom logs
+
+ui: setup ## the MLflow UI's address (started on 127.0.0.1 if needed) and any Spark UI's
+	@.venv/bin/ecom ui
 
 notebook: setup ## JupyterLab on 127.0.0.1:8888 over notebooks/ with the project's kernel (installs JupyterLab once)
 	@.venv/bin/python -c 'import jupyterlab' 2>/dev/null || .venv/bin/pip install -q -e ".[notebook]"

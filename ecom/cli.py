@@ -2,26 +2,41 @@
 
 Every subcommand has ``--help``. Settings come from ``--profile`` (or
 ``ECOM_PROFILE``), see ``ecom.settings``.
+
+Building the parser imports only the standard library and the light modules
+that declare each command's arguments; a command's own modules (Spark, pandas,
+MLflow, scikit-learn, Kafka and PostgreSQL clients) load when it runs, so
+``--help`` answers at once (``tests/unit/ecom/test_cli.py`` checks it).
+The common failures end in one line and an exit code of ``ecom.errors``.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from ecom.runtime.process import ServiceError
-from ecom.settings import Settings, load_settings
+from ecom import errors
+
+if TYPE_CHECKING:
+    from ecom.settings import Settings
+
+_loaded: list[Settings] = []  # the settings a command loaded, to name servers in error messages
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from ecom.settings import load_settings
+
     if args.profile:
         os.environ["ECOM_PROFILE"] = args.profile  # child processes and get_settings() follow
-    return load_settings(args.profile)
+    settings = load_settings(args.profile)
+    _loaded.append(settings)
+    return settings
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -71,13 +86,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
+    import logging
+
+    settings = _settings(args)
+    if args.layer in ("all", "silver"):
+        from ecom.secrets import pii_key
+
+        pii_key(settings)  # a missing key fails here, not after Spark has started
+
     from ecom.spark import get_spark
     from pipelines import supervisor
     from pipelines.bronze import job as bronze
     from pipelines.gold import live
     from pipelines.silver import job as silver
 
-    settings = _settings(args)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("pipelines", "ml", "ecom"):
         logging.getLogger(name).setLevel(logging.INFO)  # per-batch step timings and model changes
@@ -99,8 +121,15 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     if args.once:
         print(f"{what}: processing what is available ...", flush=True)
+    progress = OnceProgress(f"stream {args.layer} --once") if args.once else None
     try:
-        supervisor.run(lambda: start(once=args.once), settings.stream, args.layer, on_start=started)
+        supervisor.run(
+            lambda: start(once=args.once),
+            settings.stream,
+            args.layer,
+            on_start=started,
+            wait=progress.wait if progress else None,
+        )
     except KeyboardInterrupt:
         if running and running[0].isActive:
             running[0].stop()
@@ -108,23 +137,59 @@ def cmd_stream(args: argparse.Namespace) -> int:
     except supervisor.QueryFailed as exc:
         print(exc, file=sys.stderr)
         return 1
-    if args.once:
-        print("done")
+    if progress:
+        print(f"done: {progress.batches:,} micro-batches, {progress.rows:,} input rows")
     return 0
 
 
+class OnceProgress:
+    """Progress of a stream that stops by itself (``--once``), across restarts: a line on stderr every
+    ``every_s`` seconds, and the micro-batches and input rows in the end."""
+
+    def __init__(self, name: str, every_s: float = 10.0):
+        self.name, self.every_s = name, every_s
+        self.started = time.monotonic()
+        self.rows_by_batch: dict[int, int] = {}
+
+    @property
+    def batches(self) -> int:
+        return len(self.rows_by_batch)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_by_batch.values())
+
+    def _count(self, query) -> None:
+        for p in query.recentProgress:
+            self.rows_by_batch[p["batchId"]] = p.get("numInputRows", 0)
+
+    def wait(self, query) -> None:
+        """Wait for ``query`` to end (``pipelines.supervisor.run``'s ``wait``), reporting as it goes."""
+        while not query.awaitTermination(self.every_s):
+            self._count(query)
+            now = (query.status or {}).get("message", "")  # e.g. "Processing new data"
+            print(
+                f"{self.name}: {self.batches:,} micro-batches done, {self.rows:,} rows so far"
+                f"{'; ' + now.lower() if now else ''} ({time.monotonic() - self.started:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+        self._count(query)
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from dashboard.auth import AuthConfigError
-    from dashboard.server import serve
+    from dashboard.auth import AuthConfigError, required_users
 
     settings = _settings(args)
-    server = "Flask development server" if args.dev else f"gunicorn, {settings.dashboard.workers} workers"
-    print(f"dashboard on http://{settings.dashboard.host}:{settings.dashboard.port}/ ({server})", flush=True)
     try:
+        required_users(settings.profile)  # no users: say so before announcing an address
+        from dashboard.server import serve
+
+        server = "Flask development server" if args.dev else f"gunicorn, {settings.dashboard.workers} workers"
+        print(f"dashboard on http://{settings.dashboard.host}:{settings.dashboard.port}/ ({server})", flush=True)
         serve(settings, dev=args.dev)
     except AuthConfigError as exc:
-        print(f"ecom dashboard: {exc}", file=sys.stderr)
-        return 2
+        raise errors.MissingSecret(str(exc)) from exc
     return 0
 
 
@@ -197,19 +262,65 @@ def cmd_notebook(args: argparse.Namespace) -> int:
     return run_notebook(_settings(args), args)
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    from ecom.logs import run_logs
+
+    return run_logs(_settings(args), args)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from ecom.ui import run_ui
+
+    return run_ui(_settings(args), args)
+
+
 def _timestamp(text: str) -> datetime:
     ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+class _Version(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib import metadata
+
+        try:
+            version = metadata.version("ecom-lakehouse")
+        except metadata.PackageNotFoundError:
+            version = "unknown (not installed: pip install -e .)"
+        print(f"ecom {version}")
+        parser.exit()
+
+
+def _exit_codes_epilog() -> str:
+    lines = [f"  {code:>3}  {what}" for code, what in errors.EXIT_CODES]
+    return (
+        "exit codes:\n"
+        + "\n".join(lines)
+        + "\n\n--debug (or ECOM_DEBUG=1) shows the traceback behind a one-line error."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ecom", description="Real-time e-commerce analytics lakehouse.")
+    parser = argparse.ArgumentParser(
+        prog="ecom",
+        description="Real-time e-commerce analytics lakehouse.",
+        epilog=_exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--profile", help="settings profile: local (default), test, docker, cluster")
+    parser.add_argument("--debug", action="store_true", help="show the traceback behind an error (or ECOM_DEBUG=1)")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--profile", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
+        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
         p.set_defaults(func=func)
         return p
 
@@ -256,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_train,
         "Train the fraud models on silver history, evaluate on held-out data, register in MLflow (docs/fraud.md).",
     )
-    from ml.train import add_train_arguments
+    from ml.train_args import add_train_arguments
 
     add_train_arguments(train)
 
@@ -325,6 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_backup_arguments(backup)
 
+    logs = add("logs", cmd_logs, "Print (-n) or follow (-f) a process's log; without a name, list the processes.")
+    from ecom.logs import add_logs_arguments
+
+    add_logs_arguments(logs)
+
+    ui = add("ui", cmd_ui, "Print the MLflow UI's address (starting it on 127.0.0.1 if needed) and any Spark UI's.")
+    from ecom.ui import add_ui_arguments
+
+    add_ui_arguments(ui)
+
     demo = add("demo", cmd_demo, "Start everything, stream live orders and serve the dashboard until Ctrl-C.")
     demo.add_argument("--rate", type=float, help="orders per second (default: simulator.rate_per_s)")
     demo.add_argument("--duration", type=float, help="stop by itself after this many seconds")
@@ -339,14 +460,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "profile"):
         args.profile = None
+    debug = getattr(args, "debug", False) or os.environ.get("ECOM_DEBUG", "") not in ("", "0")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         return args.func(args)
-    except ServiceError as exc:
-        print(f"ecom: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        return 130
+        return errors.INTERRUPTED
+    except Exception as exc:
+        error = errors.from_exception(exc, _loaded[-1] if _loaded else None)
+        if error is None:
+            raise  # not one of the expected failures: the traceback is the report
+        if debug:
+            import traceback
+
+            traceback.print_exception(exc)
+            if error.detail:
+                print(error.detail, file=sys.stderr)
+        print(f"ecom: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

@@ -26,10 +26,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
+from ecom.progress import Steps
 from ecom.runtime import stack
 from ecom.runtime.kafka import EmbeddedKafka
 from ecom.runtime.postgres import EmbeddedPostgres
@@ -55,9 +57,10 @@ def _watch_first_data(settings: Settings, started: float, live_from: datetime, d
         done.wait(0.5)
 
 
-def _run_step(what: str, cmd: list[str], env: dict[str, str]) -> None:
+def _run_step(what: str, cmd: list[str], env: dict[str, str], step: Callable[[str], None]) -> None:
     """Run one bootstrap step in the foreground; interrupted, it is stopped with all it started (workers, JVMs)."""
-    print(f"\n--- {what}", flush=True)
+    print(file=sys.stderr)
+    step(what)
     step = subprocess.Popen(cmd, env={**os.environ, **env}, start_new_session=True)  # its own group: stoppable whole
     try:
         returncode = step.wait()
@@ -69,21 +72,28 @@ def _run_step(what: str, cmd: list[str], env: dict[str, str]) -> None:
         raise ServiceError(f"{what} failed (command: {' '.join(cmd[2:])})")
 
 
-def bootstrap_model(settings: Settings, env: dict[str, str], days: int, count: int) -> None:
-    """No model registered yet: backfill history, build silver from it, train and register one, score the history."""
+def needs_model(settings: Settings) -> bool:
+    """True if no fraud model is registered yet (the demo then bootstraps one)."""
     from ml.registry import champion_version
 
-    if champion_version(settings) is not None:
-        return
+    return champion_version(settings) is None
+
+
+MODEL_STEPS = 4  # backfill, stream, train, rescore
+
+
+def bootstrap_model(settings: Settings, env: dict[str, str], days: int, count: int, step: Steps) -> None:
+    """No model registered yet: backfill history, build silver from it, train and register one, score the history."""
     print(f"no fraud model registered yet: training one on {count:,} backfilled orders over {days} days", flush=True)
     cli = [sys.executable, "-m", "ecom.cli"]
     _run_step(
         f"backfill {count:,} orders over {days} days",
         [*cli, "generate", "--backfill-days", str(days), "--count", str(count)],
         env,
+        step,
     )
-    _run_step("stream the backfill into bronze and silver", [*cli, "stream", "all", "--once"], env)
-    _run_step("train and register the fraud model", [*cli, "train"], env)
+    _run_step("stream the backfill into bronze and silver", [*cli, "stream", "all", "--once"], env, step)
+    _run_step("train and register the fraud model", [*cli, "train"], env, step)
     # The backfill reached silver before there was a model: score it now, so the fraud page has a history.
     until = datetime.now(UTC) + timedelta(minutes=1)
     since = until - timedelta(days=days + 1)
@@ -98,6 +108,7 @@ def bootstrap_model(settings: Settings, env: dict[str, str], days: int, count: i
             until.isoformat(timespec="seconds"),
         ],
         env,
+        step,
     )
 
 
@@ -110,11 +121,10 @@ def gold_computed(settings: Settings) -> bool:
         return cur.fetchone() is not None
 
 
-def bootstrap_gold(settings: Settings, env: dict[str, str]) -> None:
+def bootstrap_gold(settings: Settings, env: dict[str, str], step: Steps) -> None:
     """Gold never computed: run the daily batch once, so the dashboard's analytics have data when it opens."""
-    if gold_computed(settings):
-        return
-    _run_step("gold: the daily batch over the history", [sys.executable, "-m", "ecom.cli", "batch", "daily"], env)
+    cmd = [sys.executable, "-m", "ecom.cli", "batch", "daily"]
+    _run_step("gold: the daily batch over the history", cmd, env, step)
 
 
 def demo_user() -> tuple[dict[str, str], str | None]:
@@ -162,10 +172,16 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     done = threading.Event()
     try:  # from the first step on: an interrupted first run stops what it started too
         stack.up(settings)
-        if not args.skip_training:
-            bootstrap_model(settings, env, args.backfill_days, args.backfill_count)
-        bootstrap_gold(settings, env)
+        model_needed = not args.skip_training and needs_model(settings)
+        gold_needed = not gold_computed(settings)
+        step = Steps("demo", MODEL_STEPS * model_needed + gold_needed + 2)  # + start processes, dashboard up
+        if model_needed:
+            bootstrap_model(settings, env, args.backfill_days, args.backfill_count, step)
+        if gold_needed:
+            bootstrap_gold(settings, env, step)
         commands = process_commands(settings)
+        print(file=sys.stderr)
+        step(f"starting {', '.join(commands)} in the background (`ecom logs NAME` shows each one's log)")
         for proc in (stream, gold_stream, gold_batch, lifecycle, maintain, dash_proc):
             if not proc.is_running():
                 proc.start(
@@ -174,6 +190,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 )
                 ours.append(proc)
         d = settings.dashboard
+        step(f"waiting for the dashboard on {d.host}:{d.port}")
         if not wait_until(lambda: port_open(d.host, d.port) or not dash_proc.is_running(), 60):
             raise ServiceError(f"the dashboard did not come up on {d.host}:{d.port}; see {dash_proc.log_file}")
         if not dash_proc.is_running():

@@ -15,18 +15,26 @@ import hashlib
 import re
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 from ecom import storage
+from ecom.errors import JarsUnresolvable
 from ecom.settings import Settings
 
 PROFILES = ("spark", "kafka")  # always resolved; "s3" too when the lake is on S3 (needed_profiles)
 S3_PROFILE = "s3"
 _VERSION_SUFFIX = re.compile(r"-\d[\w.\-]*\.jar$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Maven colours its output even in batch mode
 
 
-class JarError(RuntimeError):
-    """The JVM dependencies could not be resolved."""
+class JarError(JarsUnresolvable):
+    """The JVM dependencies could not be resolved (one line; Maven's output in ``detail``)."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 def _pom_hash(pom: Path) -> str:
@@ -63,7 +71,10 @@ def resolve(settings: Settings, profiles: tuple[str, ...] | None = None, quiet: 
             continue
         mvn = shutil.which("mvn")
         if mvn is None:
-            raise JarError("Maven (mvn) is not on PATH; install it (e.g. apt-get install maven) to fetch the jars")
+            raise JarError(
+                f"the {profile} jars are not in {profile_dir(settings, profile)} and Maven (mvn) is not on PATH: "
+                "install it (apt-get install maven) and run `ecom setup`, or copy the cache from a machine that has it"
+            )
         target = profile_dir(settings, profile)
         if target.exists():
             shutil.rmtree(target)
@@ -74,11 +85,35 @@ def resolve(settings: Settings, profiles: tuple[str, ...] | None = None, quiet: 
             mvn, "-q", "-B", "-f", str(pom), "-P", profile,
             "dependency:copy-dependencies", f"-DoutputDirectory={target}", "-DincludeScope=runtime",
         ]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-            raise JarError(f"mvn could not resolve the {profile} jars:\n{tail}")
+        returncode, text = _run_with_progress(cmd, None if quiet else f"resolving the {profile} jars")
+        if returncode != 0:
+            output = _ANSI.sub("", text).strip().splitlines()
+            errors = [line.strip() for line in output if line.startswith("[ERROR] ") and len(line.strip()) > 7]
+            reason = f" ({_shorten(errors[0][8:])})" if errors else ""
+            raise JarError(
+                f"mvn could not resolve the {profile} jars into {target}{reason}; connect to Maven Central once "
+                "and run `ecom setup` (cached after that), or point ECOM_JARS__CACHE at a cache from a machine "
+                "that has it",
+                detail="\n".join(output[-15:]),
+            )
         (target / ".resolved").write_text(_pom_hash(pom))
+
+
+def _run_with_progress(cmd: list[str], what: str | None, every_s: float = 15.0) -> tuple[int, str]:
+    """Run ``cmd`` to its end (exit code, output); while it runs, a line on stderr every ``every_s`` seconds."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while True:
+        try:
+            output, _ = proc.communicate(timeout=every_s)
+            return proc.returncode, output
+        except subprocess.TimeoutExpired:
+            if what:
+                print(f"  {what}: {time.monotonic() - started:.0f} s ...", file=sys.stderr, flush=True)
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _artifact(jar_name: str) -> str:

@@ -18,13 +18,10 @@ import os
 import secrets
 from pathlib import Path
 
+from ecom.errors import MissingSecret
 from ecom.settings import Settings
 
 EMBEDDED_PROFILES = {"local", "test"}
-
-
-class MissingSecret(RuntimeError):
-    pass
 
 
 def pii_key(settings: Settings) -> bytes:
@@ -32,7 +29,10 @@ def pii_key(settings: Settings) -> bytes:
     if value:
         return value.encode()
     if settings.profile not in EMBEDDED_PROFILES:
-        raise MissingSecret(f"ECOM_PII_KEY is not set; profile {settings.profile!r} needs it to pseudonymise e-mails")
+        raise MissingSecret(
+            f"ECOM_PII_KEY is not set; profile {settings.profile!r} needs it to pseudonymise e-mails: "
+            "export ECOM_PII_KEY=<a long random string> (keep it: changing it changes every e-mail hash)"
+        )
     return generated_secret(Path(settings.data_dir) / "secrets" / "pii_key").encode()
 
 

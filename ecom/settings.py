@@ -31,6 +31,8 @@ from urllib.parse import quote
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from ecom.errors import UnknownProfile
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 ENV_PREFIX = "ECOM_"
 
@@ -202,6 +204,7 @@ class SparkSettings(_Section):
     shuffle_partitions: int
     log_level: str
     ui_enabled: bool
+    ui_port: int = 4040  # the first Spark application's UI; Spark tries the next ports for more (`ecom ui`)
     extra_conf: dict[str, str]
 
 
@@ -244,6 +247,7 @@ class MlflowSettings(_Section):
     experiment: str
     model_name: str
     alias: str
+    ui_port: int = 5000  # `ecom ui` serves the MLflow UI on 127.0.0.1 here (a local tracking store)
 
 
 class FraudSettings(_Section):
@@ -420,7 +424,10 @@ def load_settings(profile: str | None = None, environ: dict[str, str] | None = N
     profile_file = conf / f"{profile}.yaml"
     if not profile_file.exists():
         known = sorted(p.stem for p in conf.glob("*.yaml") if p.stem != "base")
-        raise ValueError(f"unknown profile {profile!r}; known profiles: {', '.join(known)}")
+        raise UnknownProfile(
+            f"unknown profile {profile!r}; use one of {', '.join(known)} (--profile or ECOM_PROFILE), "
+            f"or add {conf}/{profile}.yaml"
+        )
     raw = _deep_merge(raw, _read_yaml(profile_file))
     raw = _deep_merge(raw, _env_overrides(environ))
     raw["profile"] = profile

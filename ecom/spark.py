@@ -52,6 +52,7 @@ def spark_conf(settings: Settings, under_submit: bool = False) -> dict[str, str]
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.memory": s.driver_memory,
         "spark.ui.enabled": str(s.ui_enabled).lower(),
+        "spark.ui.port": str(s.ui_port),
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
         # Delta rebuilds table state with this many tasks (default 50): far too many for small tables on few cores.

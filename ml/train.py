@@ -30,6 +30,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -49,6 +50,7 @@ from ml.model import (
     fit_calibrated,
     model_input,
 )
+from ml.train_args import add_train_arguments
 
 SILVER_COLUMNS = ("event_id", "event_time", *INPUT_COLUMNS)
 IFOREST = "isolation_forest"
@@ -279,24 +281,15 @@ class TrainResult:
     table: str
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--silver", help="silver/transactions Delta path (default: from the lake settings)")
-    parser.add_argument("--labels-topic", help="fraud-labels topic (default: kafka.topics.labels)")
-    parser.add_argument(
-        "--holdout-fraction",
-        type=float,
-        help="newest share of rows held out for evaluation (default: fraud.holdout_fraction)",
-    )
-    parser.add_argument("--no-challenger", action="store_true", help="train only the Isolation Forest")
-    parser.add_argument(
-        "--promote-challenger",
-        action="store_true",
-        help="let the supervised challenger become champion if it wins by the rule in docs/fraud.md",
-    )
-
-
-def train(settings: Settings, silver: pd.DataFrame, labels: pd.DataFrame, args: argparse.Namespace) -> TrainResult:
-    """Fit, evaluate, log, register and set aliases from already-loaded silver rows and labels."""
+def train(
+    settings: Settings,
+    silver: pd.DataFrame,
+    labels: pd.DataFrame,
+    args: argparse.Namespace,
+    step: Callable[[str], None] = lambda _: None,
+) -> TrainResult:
+    """Fit, evaluate, log, register and set aliases from already-loaded silver rows and labels (``step`` is told
+    as each stage starts: fit, challenger, evaluate, register)."""
     from ecom.runtime.stack import prepare_mlflow
     from ml import registry
 
@@ -316,12 +309,17 @@ def train(settings: Settings, silver: pd.DataFrame, labels: pd.DataFrame, args: 
 
     mlflow.set_experiment(settings.mlflow.experiment)
 
+    step(f"fitting the Isolation Forest on {len(older):,} orders")
     scorers = {IFOREST: fit_isolation_forest(older, fraud)}
     with_challenger = fraud.challenger_enabled and not getattr(args, "no_challenger", False)
     if with_challenger and older["label_is_fraud"].nunique() == 2:
+        step("fitting the gradient-boosting challenger")
         scorers[CHALLENGER] = fit_challenger(older, fraud)
-    elif with_challenger:
-        print("no fraud labels in the training range: skipping the challenger", flush=True)
+    else:
+        step("no challenger")
+        if with_challenger:
+            print("no fraud labels in the training range: skipping the challenger", flush=True)
+    step(f"evaluating on {len(heldout):,} held-out orders")
     metrics = {name: evaluate(s, heldout, threshold) for name, s in scorers.items()}
 
     current = registry.load_champion(settings)
@@ -329,6 +327,7 @@ def train(settings: Settings, silver: pd.DataFrame, labels: pd.DataFrame, args: 
         metrics[f"champion v{current[1]}"] = evaluate(current[0], heldout, threshold)
     table = comparison_table(metrics, threshold)
 
+    step(f"logging the runs and registering the models in MLflow ({settings.mlflow.tracking_uri})")
     forest_params = {
         "n_estimators": fraud.n_estimators,
         "max_samples": fraud.max_samples,
@@ -366,11 +365,16 @@ def train(settings: Settings, silver: pd.DataFrame, labels: pd.DataFrame, args: 
 
 def run_train(settings: Settings, args: argparse.Namespace) -> int:
     """``ecom train``: read silver + labels, then ``train``; prints the held-out comparison table."""
+    from ecom.progress import Steps
+
     t0 = time.monotonic()
+    step = Steps("train", 6)
+    step("reading silver/transactions")
     silver = load_silver(settings, getattr(args, "silver", None))
+    step(f"reading the fraud labels from {getattr(args, 'labels_topic', None) or settings.kafka.labels_topic}")
     labels = load_labels(settings, getattr(args, "labels_topic", None))
     print(f"read {len(silver):,} silver orders and {len(labels):,} fraud labels", flush=True)
-    result = train(settings, silver, labels, args)
+    result = train(settings, silver, labels, args, step)
     print(result.table)
     print(f"champion: {settings.mlflow.model_name} v{result.champion_version} ({time.monotonic() - t0:.0f} s)")
     return 0

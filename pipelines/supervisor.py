@@ -30,12 +30,20 @@ class QueryFailed(RuntimeError):
     """The query failed on something a restart does not cure (the data, the code, an outage past the bound)."""
 
 
-def _wait(query: StreamingQuery, on_start: Callable[[StreamingQuery], None] | None) -> BaseException | None:
+def _poll(query: StreamingQuery) -> None:
+    while query.isActive:
+        time.sleep(POLL_S)
+
+
+def _wait(query: StreamingQuery, on_start, wait) -> BaseException | None:
     """Wait for the query to end; its failure, or None when it stopped cleanly (``once`` done, or stopped)."""
     if on_start is not None:
         on_start(query)
-    while query.isActive:
-        time.sleep(POLL_S)
+    try:
+        (wait or _poll)(query)
+    except Exception:  # noqa: BLE001 awaitTermination raises the query's failure: read it below
+        if query.isActive:
+            raise
     return query.exception()
 
 
@@ -46,14 +54,16 @@ def run(
     on_start: Callable[[StreamingQuery], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    wait: Callable[[StreamingQuery], None] | None = None,
 ) -> StreamingQuery:
     """Start the query with ``start()`` and wait for it; restart it while it fails on an unavailable Kafka
     broker. Returns the last query once it stops cleanly; raises ``QueryFailed`` (from its error) otherwise.
-    ``on_start`` sees each query started (the CLI prints where it runs)."""
+    ``on_start`` sees each query started (the CLI prints where it runs); ``wait(query)`` returns when the query
+    ends (default: polling it every second; the CLI reports the progress of a ``--once`` run)."""
     backoff = Backoff(stream, f"query {name}", clock)
     query = start()
     while True:
-        failure = _wait(query, on_start)
+        failure = _wait(query, on_start, wait)
         if failure is None:
             backoff.recovered()
             return query

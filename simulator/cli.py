@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ecom.settings import Settings
 from simulator import shop
-from simulator.generator import TransactionSimulator
-from simulator.producer import TransactionProducer
-from simulator.runner import RunResult, run_live, run_parallel
+
+if TYPE_CHECKING:  # the generator, producer and runner (kafka-python) load when a run starts: `--help` stays quick
+    from ecom.settings import Settings
+    from simulator.runner import RunResult
 
 DEFAULT_BACKFILL_COUNT = 1_000_000
 
@@ -108,6 +109,10 @@ def _continuing(path: Path, settings: Settings, args: argparse.Namespace) -> sho
 
 
 def run_generate(settings: Settings, args: argparse.Namespace) -> int:
+    from simulator.generator import TransactionSimulator
+    from simulator.producer import TransactionProducer
+    from simulator.runner import run_live, run_parallel
+
     topic = getattr(args, "topic", None)
     labels_topic = getattr(args, "labels_topic", None)
     backfill_days = getattr(args, "backfill_days", None)

@@ -172,6 +172,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 60) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+    from ecom.errors import KafkaUnreachable
+
     def connect() -> KafkaAdminClient | None:
         try:
             return KafkaAdminClient(
@@ -182,7 +184,10 @@ def ensure_topics(settings: Settings, timeout_s: float = 60) -> None:
 
     admins: list[KafkaAdminClient] = []
     if not wait_until(lambda: admins.append(connect()) or admins[-1] is not None, timeout_s, interval_s=1.0):
-        raise ServiceError(f"Kafka at {settings.kafka.bootstrap_servers} does not answer")
+        raise KafkaUnreachable(
+            f"Kafka at {settings.kafka.bootstrap_servers} does not answer; start the broker, "
+            "or check ECOM_KAFKA__BOOTSTRAP_SERVERS"
+        )
     admin = admins[-1]
     try:
         existing = set(admin.list_topics())

@@ -24,9 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class ServiceError(RuntimeError):
-    """A service could not be started or stopped; the message is one line for the user."""
+from ecom.errors import ServiceError  # noqa: F401  (defined with the other exit codes; imported from here too)
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -15,11 +15,11 @@ from ecom.scheduling import add_schedule_arguments, iso_date, run_on_schedule
 from ecom.settings import Settings, get_settings
 
 DAILY = "daily"
+# pipelines.gold.batch.JOBS, named here too so that `ecom batch --help` loads no Spark (a unit test checks they agree)
+JOBS = ("dimensions", "rfm", "cohorts", "recommendations", "minutes", "summaries")
 
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
-    from pipelines.gold.batch import JOBS
-
     parser.add_argument(
         "job",
         choices=[DAILY, *JOBS],

@@ -18,11 +18,14 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from ecom.scheduling import add_schedule_arguments, iso_date, run_on_schedule
 from ecom.settings import Settings
-from pipelines.lifecycle import archive, prune
 from pipelines.lifecycle.policy import LAKE_POLICIES, PG_POLICIES, cutoff
+
+if TYPE_CHECKING:  # the lake moves (Spark, delta-rs) and pruning (psycopg2) load when a run starts
+    from pipelines.lifecycle import archive, prune
 
 
 @dataclass
@@ -74,6 +77,8 @@ def run_lifecycle(
     settings: Settings, as_of: dt.date | None = None, dry_run: bool = False, echo: Callable[[str], None] = print
 ) -> LifecycleReport:
     """One lifecycle run: lake moves, then PostgreSQL pruning; returns what it did."""
+    from pipelines.lifecycle import archive, prune
+
     as_of = as_of or dt.datetime.now(dt.UTC).date()
     days = cutoffs(settings, as_of)
     report = LifecycleReport(as_of.isoformat(), dry_run, {h: d.isoformat() for h, d in days.items()})

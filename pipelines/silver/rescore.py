@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from delta.tables import DeltaTable
+from ecom.progress import Steps
 
-from ecom.schemas import SCORE_COLUMNS
-from ecom.settings import Settings
-from ml.rescore import rescore_version, scored_rows
-from pipelines.silver import transforms as t
-from pipelines.silver.sinks import ALERT_COLUMNS, RESCORE_COLUMNS, ServingSink
+if TYPE_CHECKING:  # Spark, Delta and the model load when a rescore starts: `ecom rescore --help` stays quick
+    from ecom.settings import Settings
 
 
 def add_rescore_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,14 +31,24 @@ def _ts(text: str) -> datetime:
 
 def rescore(settings: Settings, since: datetime, until: datetime, version: str | None = None) -> dict:
     """Rescore silver rows with event_time in [since, until); returns counts."""
-    from ecom.spark import get_spark
+    from delta.tables import DeltaTable
 
+    from ecom.schemas import SCORE_COLUMNS
+    from ecom.spark import get_spark
+    from ml.rescore import rescore_version, scored_rows
+    from pipelines.silver import transforms as t
+    from pipelines.silver.sinks import ALERT_COLUMNS, RESCORE_COLUMNS, ServingSink
+
+    step = Steps("rescore", 5)
     version = rescore_version(settings, version)
+    step(f"starting Spark; model version {version}")
     spark = get_spark(settings, "ecom-rescore")
+    step(f"scoring silver orders from {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M}")
     scored = scored_rows(spark, settings, since, until, version).localCheckpoint()
     dates = [r.event_date for r in scored.select("event_date").distinct().collect()]
     if not dates:
         return {"rows": 0, "alerts": 0, "model_version": version}
+    step(f"merging the scores into silver/transactions ({len(dates)} event dates)")
     date_list = ", ".join(f"DATE'{d}'" for d in dates)
     (
         DeltaTable.forPath(spark, settings.lake.table("silver", "transactions"))
@@ -52,6 +60,7 @@ def rescore(settings: Settings, since: datetime, until: datetime, version: str |
         .whenMatchedUpdate(set={c: f"n.{c}" for c in SCORE_COLUMNS})
         .execute()
     )
+    step("merging alerts into silver/fraud_alerts")
     alerts = t.to_alerts(scored).localCheckpoint()
     (
         DeltaTable.forPath(spark, settings.lake.table("silver", "fraud_alerts"))
@@ -65,6 +74,7 @@ def rescore(settings: Settings, since: datetime, until: datetime, version: str |
     )
     score_rows = [tuple(r) for r in scored.select(*RESCORE_COLUMNS).collect()]
     alert_rows = [tuple(r) for r in alerts.select(*ALERT_COLUMNS).collect()]
+    step(f"updating PostgreSQL: {len(score_rows):,} orders, {len(alert_rows):,} alerts")
     serving = ServingSink.from_settings(settings)
     try:
         serving.rescore(score_rows, alert_rows)

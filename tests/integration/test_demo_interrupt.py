@@ -33,7 +33,7 @@ def _step_is_running(step: str, demo: subprocess.Popen, log: Path) -> bool:
         return any("multiprocessing" in c for c in tree)
     if step == "stream":
         return any("java" in c and "pyspark" in c for c in tree)
-    return "--- train and register" in log.read_text(errors="replace") and any(" train" in c for c in tree)
+    return "] train and register" in log.read_text(errors="replace") and any(" train" in c for c in tree)
 
 
 @pytest.mark.parametrize(
