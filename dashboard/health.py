@@ -75,13 +75,16 @@ def lag_frame(end: dict[int, int], committed: dict[int, int]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["partition", "end_offset", "committed", "lag"])
 
 
-def _consumer(bootstrap: str):
+def _consumer(settings: Settings):
     from kafka import KafkaConsumer
 
+    from ecom.kafka_config import client_kwargs
+
+    bootstrap = settings.kafka.bootstrap_servers
     with _consumer_lock:
         if bootstrap not in _consumers:
             _consumers[bootstrap] = KafkaConsumer(
-                bootstrap_servers=bootstrap.split(","),
+                **client_kwargs(settings),
                 enable_auto_commit=False,
                 session_timeout_ms=6000,  # no group is joined; kafka-python wants request > session timeout
                 request_timeout_ms=8000,
@@ -96,7 +99,7 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     from kafka import TopicPartition
 
     def fetch() -> dict[int, int]:
-        consumer = _consumer(settings.kafka.bootstrap_servers)
+        consumer = _consumer(settings)
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()} if tps else {}

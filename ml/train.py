@@ -66,9 +66,11 @@ def load_labels(settings: Settings, topic: str | None = None, timeout_s: float =
     """Every label on the fraud-labels topic, from the beginning to the end offsets (one row per event_id)."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from ecom.kafka_config import client_kwargs
+
     topic = topic or settings.kafka.labels_topic
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers.split(","),
+        **client_kwargs(settings),
         enable_auto_commit=False,
         value_deserializer=lambda v: json.loads(v.decode("utf-8")),
     )

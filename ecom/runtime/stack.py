@@ -33,6 +33,11 @@ class ServiceStatus:
         return f"{self.name:<10} {state:<8} {self.where}{pid}{detail}"
 
 
+def is_service(name: str) -> bool:
+    """A pid file of the embedded services (PostgreSQL, a Kafka node) rather than of a pipeline job."""
+    return name == "postgres" or name == "kafka" or (name.startswith("kafka-") and name[6:].isdigit())
+
+
 def postgres_is_embedded(settings: Settings) -> bool:
     return settings.postgres.embedded and not os.environ.get("ECOM_POSTGRES_DSN")
 
@@ -94,11 +99,10 @@ def up(settings: Settings, log=print) -> None:
 def down(settings: Settings, log=print) -> None:
     """Stop every process this project started (pipeline jobs first, then services)."""
     run_dir = settings.run_dir
-    services = {"kafka", "postgres"}
     if run_dir.exists():
         for pid_file in sorted(run_dir.glob("*.pid")):
             name = pid_file.stem
-            if name not in services and ManagedProcess(name, run_dir).stop():
+            if not is_service(name) and ManagedProcess(name, run_dir).stop():
                 log(f"{name:<10} stopped")
     if EmbeddedPostgres(settings).stop():
         log("postgres   stopped")
@@ -110,9 +114,10 @@ def status(settings: Settings) -> list[ServiceStatus]:
     result = []
     k = settings.kafka
     if k.embedded:
-        proc = EmbeddedKafka(settings).process
-        pid = proc.pid()
-        result.append(ServiceStatus("kafka", pid is not None and port_open(k.host, k.port), k.bootstrap_servers, pid))
+        for node in EmbeddedKafka(settings).nodes:
+            pid = node.process.pid()
+            running = pid is not None and port_open(k.host, node.port)
+            result.append(ServiceStatus(node.process.name, running, f"{k.host}:{node.port}", pid))
     else:
         result.append(ServiceStatus("kafka", True, k.bootstrap_servers, detail="external, not checked"))
     p = settings.postgres
@@ -130,7 +135,7 @@ def status(settings: Settings) -> list[ServiceStatus]:
     result.append(ServiceStatus("mlflow", True, settings.mlflow.tracking_uri, detail="local store, no server process"))
     if settings.run_dir.exists():
         for pid_file in sorted(settings.run_dir.glob("*.pid")):
-            if pid_file.stem in {"kafka", "postgres"}:
+            if is_service(pid_file.stem):
                 continue
             proc = ManagedProcess(pid_file.stem, settings.run_dir)
             pid = proc.pid()

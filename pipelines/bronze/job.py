@@ -23,6 +23,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from ecom.kafka_config import spark_options
 from ecom.lake import prepare_lake
 from ecom.schemas import BRONZE_SCHEMA, MAX_KEY_BYTES, MAX_PAYLOAD_BYTES
 from ecom.settings import Settings, StreamSettings, get_settings
@@ -68,7 +69,7 @@ def with_bronze_columns(kafka_df: DataFrame) -> DataFrame:
 def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
     return (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
+        .options(**spark_options(settings))  # brokers and security (SASL, TLS) from settings.kafka
         .option("subscribe", settings.kafka.transactions_topic)
         .option("startingOffsets", settings.stream.starting_offsets)
         .option("maxOffsetsPerTrigger", records_per_trigger(settings.stream))
