@@ -272,6 +272,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let the supervised challenger become champion if it wins by the rule in docs/fraud.md",
     )
+    parser.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="only if no model is registered yet: backfill history, stream it into silver, train, register and "
+        "score it, as `ecom demo` does the first time; with a champion, do nothing (docker-compose's training step)",
+    )
+    parser.add_argument(
+        "--bootstrap-days", type=int, default=30, help="--bootstrap: days of backfilled history (default 30)"
+    )
+    parser.add_argument(
+        "--bootstrap-count", type=int, default=60000, help="--bootstrap: orders in that history (default 60,000)"
+    )
 
 
 def train(settings: Settings, silver: pd.DataFrame, labels: pd.DataFrame, args: argparse.Namespace) -> TrainResult:
@@ -344,7 +356,15 @@ def train(settings: Settings, silver: pd.DataFrame, labels: pd.DataFrame, args: 
 
 
 def run_train(settings: Settings, args: argparse.Namespace) -> int:
-    """``ecom train``: read silver + labels, then ``train``; prints the held-out comparison table."""
+    """``ecom train``: read silver + labels, then ``train``; prints the held-out comparison table.
+    ``--bootstrap``: the first model of a fresh stack, or nothing if one is registered."""
+    if getattr(args, "bootstrap", False):
+        from ecom.demo import bootstrap_model
+
+        env = {"ECOM_PROFILE": settings.profile, "PYTHONUNBUFFERED": "1"}
+        bootstrap_model(settings, env, args.bootstrap_days, args.bootstrap_count)
+        print(f"a champion is registered: {settings.mlflow.model_name}@{settings.mlflow.alias}", flush=True)
+        return 0
     t0 = time.monotonic()
     silver = load_silver(settings, getattr(args, "silver", None))
     labels = load_labels(settings, getattr(args, "labels_topic", None))
