@@ -173,6 +173,19 @@ def broker_properties(settings: Settings, node: KafkaNode, nodes: list[KafkaNode
     return props
 
 
+def properties_value(value: str) -> str:
+    """A value written so that Java's ``Properties.load`` reads it back: backslashes doubled, printable ASCII
+    as it is, every other character as ``\\uXXXX`` (UTF-16 units; the file is read as ISO-8859-1)."""
+    out = []
+    for char in value.replace("\\", "\\\\"):
+        if ord(char) < 0x7F and char not in "\r\n":
+            out.append(char)
+        else:
+            units = char.encode("utf-16-be")
+            out.extend(f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2))
+    return "".join(out)
+
+
 def scram_user_argument(mechanism: str, user: str, password: str) -> str:
     """The storage tool's ``--add-scram`` value, e.g. ``SCRAM-SHA-512=[name="ecom",password="..."]``."""
     if '"' in user or '"' in password:
@@ -197,7 +210,8 @@ class EmbeddedKafka:
 
     def _write_config(self, node: KafkaNode) -> None:
         node.home.mkdir(parents=True, exist_ok=True)
-        text = "".join(f"{k}={v}\n" for k, v in broker_properties(self.settings, node, self.nodes).items())
+        props = broker_properties(self.settings, node, self.nodes)
+        text = "".join(f"{k}={properties_value(v)}\n" for k, v in props.items())
         # With SASL the file holds the broker's own credentials: readable by its owner only.
         fd = os.open(node.properties_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

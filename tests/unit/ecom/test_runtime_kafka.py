@@ -129,3 +129,11 @@ def test_an_older_single_broker_folder_keeps_its_cluster_id(tmp_path):
     logs.mkdir(parents=True)
     (logs / "meta.properties").write_text("version=1\ncluster.id=AbCdEfGhIjKlMnOpQrStUv\nnode.id=1\n")
     assert kafka.EmbeddedKafka(settings).cluster_id() == "AbCdEfGhIjKlMnOpQrStUv"
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [("plain=ok;", "plain=ok;"), ("a\\b", "a\\\\b"), ("é", "\\u00e9"), ("😀", "\\ud83d\\ude00"), ("a\nb", "a\\u000ab")],
+)
+def test_property_values_are_written_as_java_reads_them_back(value, written):
+    assert kafka.properties_value(value) == written
