@@ -312,9 +312,14 @@ class EmbeddedKafka:
         ensure_topics(self.settings)
 
     def stop(self) -> bool:
-        """Stop every node, all at once (one by one, the last would wait for a quorum that is gone)."""
-        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
-            stopped = list(pool.map(lambda node: node.process.stop(timeout_s=30), self.nodes))
+        """Stop every node, all at once (one by one, the last would wait for a quorum that is gone); nodes a
+        bigger ``kafka.brokers`` started earlier go too (their pid files name them)."""
+        processes = {node.process.name: node.process for node in self.nodes}
+        for pid_file in self.settings.run_dir.glob("kafka-*.pid"):
+            if pid_file.stem[len("kafka-") :].isdigit():
+                processes.setdefault(pid_file.stem, ManagedProcess(pid_file.stem, self.settings.run_dir))
+        with ThreadPoolExecutor(max_workers=len(processes)) as pool:
+            stopped = list(pool.map(lambda process: process.stop(timeout_s=30), processes.values()))
         return any(stopped)
 
 

@@ -113,11 +113,14 @@ def down(settings: Settings, log=print) -> None:
 def status(settings: Settings) -> list[ServiceStatus]:
     result = []
     k = settings.kafka
-    if k.embedded:
-        for node in EmbeddedKafka(settings).nodes:
-            pid = node.process.pid()
-            running = pid is not None and port_open(k.host, node.port)
-            result.append(ServiceStatus(node.process.name, running, f"{k.host}:{node.port}", pid))
+    if k.embedded:  # one row for the cluster (the CLI's exit code reads the first two rows: Kafka, PostgreSQL)
+        nodes = EmbeddedKafka(settings).nodes
+        down = [n.node_id for n in nodes if n.process.pid() is None or not port_open(k.host, n.port)]
+        detail = ""
+        if len(nodes) > 1:
+            detail = f"{len(nodes)} nodes" + (f", down: {', '.join(map(str, down))}" if down else "")
+        running = not down
+        result.append(ServiceStatus("kafka", running, k.bootstrap_servers, nodes[0].process.pid(), detail))
     else:
         result.append(ServiceStatus("kafka", True, k.bootstrap_servers, detail="external, not checked"))
     p = settings.postgres

@@ -137,3 +137,16 @@ def test_an_older_single_broker_folder_keeps_its_cluster_id(tmp_path):
 )
 def test_property_values_are_written_as_java_reads_them_back(value, written):
     assert kafka.properties_value(value) == written
+
+
+def test_stop_also_stops_nodes_a_bigger_cluster_started(tmp_path):
+    """``ecom down`` without ECOM_KAFKA__BROKERS=3 still stops nodes 2 and 3 (stand-ins: ``sleep``)."""
+    from ecom.runtime.process import ManagedProcess
+
+    settings = _cluster_settings(tmp_path)
+    extra = [ManagedProcess(name, settings.run_dir) for name in ("kafka-2", "kafka-3")]
+    for process in extra:
+        process.start(["sleep", "300"])
+    assert all(p.is_running() for p in extra)
+    assert kafka.EmbeddedKafka(settings).stop()
+    assert not any(p.is_running() for p in extra)
