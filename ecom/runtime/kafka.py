@@ -269,8 +269,9 @@ class EmbeddedKafka:
             return False
         c = self.cfg
         for node in stopped:
-            ensure_port_free(c.host, node.port, f"Kafka node {node.node_id}")
-            ensure_port_free(c.host, node.controller_port, f"the Kafka controller of node {node.node_id}")
+            name = "Kafka" if len(self.nodes) == 1 else f"Kafka node {node.node_id}"
+            ensure_port_free(c.host, node.port, name)
+            ensure_port_free(c.host, node.controller_port, f"the controller of {name}")
         java = find_java()
         classpath = jars.kafka_classpath(self.settings)
         for node in stopped:
