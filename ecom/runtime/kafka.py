@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import uuid
@@ -186,11 +188,23 @@ def properties_value(value: str) -> str:
     return "".join(out)
 
 
-def scram_user_argument(mechanism: str, user: str, password: str) -> str:
-    """The storage tool's ``--add-scram`` value, e.g. ``SCRAM-SHA-512=[name="ecom",password="..."]``."""
-    if '"' in user or '"' in password:
-        raise ServiceError("the embedded Kafka's SCRAM user and password cannot hold a double quote (\")")
-    return f'{mechanism}=[name="{user}",password="{password}"]'
+SCRAM_ITERATIONS = 8192
+
+
+def scram_user_argument(mechanism: str, user: str, password: str, salt: bytes | None = None) -> str:
+    """The storage tool's ``--add-scram`` value for ``user``: the salted password (RFC 5802's
+    Hi(password, salt, i), PBKDF2 with the mechanism's hash), so the password itself is never on a command
+    line, e.g. ``SCRAM-SHA-512=[name="ecom",iterations=8192,salt="...",saltedpassword="..."]``."""
+    if '"' in user:
+        raise ServiceError("the embedded Kafka's SCRAM user cannot hold a double quote (\")")
+    digest = {"SCRAM-SHA-512": "sha512", "SCRAM-SHA-256": "sha256"}[mechanism]
+    salt = salt if salt is not None else secrets.token_bytes(32)
+    salted = hashlib.pbkdf2_hmac(digest, password.encode(), salt, SCRAM_ITERATIONS)
+    b64 = base64.b64encode
+    return (
+        f'{mechanism}=[name="{user}",iterations={SCRAM_ITERATIONS},'
+        f'salt="{b64(salt).decode()}",saltedpassword="{b64(salted).decode()}"]'
+    )
 
 
 class EmbeddedKafka:

@@ -4,6 +4,8 @@ replication and SCRAM settings (no broker is started)."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import uuid
 
 import pytest
@@ -96,7 +98,16 @@ def test_a_sasl_broker_asks_clients_and_brokers_for_scram(tmp_path, monkeypatch)
     assert props["sasl.enabled.mechanisms"] == props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
     jaas = props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"]
     assert jaas == 'org.apache.kafka.common.security.scram.ScramLoginModule required username="ecom" password="pw";'
-    assert kafka.scram_user_argument("SCRAM-SHA-512", "ecom", "pw") == 'SCRAM-SHA-512=[name="ecom",password="pw"]'
+    # RFC 7677's SCRAM-SHA-256 example: password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ==, 4096 iterations
+    monkeypatch.setattr(kafka, "SCRAM_ITERATIONS", 4096)
+    salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+    argument = kafka.scram_user_argument("SCRAM-SHA-256", "user", "pencil", salt=salt)
+    assert argument.startswith('SCRAM-SHA-256=[name="user",iterations=4096,salt="W22ZaJ0SNY7soEsUEjb6gQ=="')
+    salted = base64.b64decode(argument.split('saltedpassword="')[1].rstrip('"]'))
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    assert base64.b64encode(stored_key).decode() == "WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY="
+    assert "pencil" not in argument
 
 
 def test_the_embedded_broker_refuses_tls_and_plain(tmp_path, monkeypatch):
@@ -113,7 +124,7 @@ def test_the_embedded_broker_refuses_tls_and_plain(tmp_path, monkeypatch):
     with pytest.raises(kafka.ServiceError, match="SCRAM"):
         _props(plain)
     with pytest.raises(kafka.ServiceError, match="double quote"):
-        kafka.scram_user_argument("SCRAM-SHA-512", "ecom", 'p"w')
+        kafka.scram_user_argument("SCRAM-SHA-512", 'ec"om', "pw")
 
 
 def test_nodes_of_a_cluster_share_one_cluster_id_kept_with_the_data(tmp_path):
