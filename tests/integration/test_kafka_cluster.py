@@ -175,8 +175,12 @@ def test_a_broker_killed_under_load_loses_no_acknowledged_order_down_to_postgres
     record_property("failed", stats.failed)
     assert stats.sent > timeline["sent_before"] > 0, "the broker was not killed under load"
     assert stats.failed == 0, stats.errors  # two in-sync replicas are left: acks=all writes still succeed
-    after = describe(settings, topic)
-    assert all(p["leader"] != victim_id and victim_id not in p["isr"] for p in after), after
+
+    # The controller fences the dead broker (after its session times out): it leads nothing, is in no ISR.
+    def victim_fenced() -> bool:
+        return all(p["leader"] != victim_id and victim_id not in p["isr"] for p in describe(settings, topic))
+
+    assert wait_until(victim_fenced, 60, 1), describe(settings, topic)
 
     # A fresh consumer finds every acknowledged order once; so does the ingest stream, down to PostgreSQL.
     labels = settings.kafka.labels_topic
