@@ -19,6 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ecom.runtime.process import ServiceError
 from ecom.settings import KafkaSettings, Settings
 
 PASSWORD_ENV = "ECOM_KAFKA_PASSWORD"
@@ -32,8 +33,9 @@ LOGIN_MODULES = {
 }
 
 
-class KafkaConfigError(ValueError):
-    """The Kafka security settings are incomplete (e.g. SASL without a user or password)."""
+class KafkaConfigError(ServiceError, ValueError):
+    """The Kafka security settings are incomplete (e.g. SASL without a user or password); the CLI prints the
+    one-line message (a ``ServiceError``)."""
 
 
 def _kafka(settings: Settings | KafkaSettings) -> KafkaSettings:
