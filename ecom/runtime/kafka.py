@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecom import jars
-from ecom.kafka_config import client_kwargs, jaas_config, sasl_credentials
+from ecom.kafka_config import SASL_PROTOCOLS, client_kwargs, jaas_config, sasl_credentials
 from ecom.runtime.process import ManagedProcess, ServiceError, ensure_port_free, port_open, wait_until
 from ecom.settings import Settings
 
@@ -348,7 +348,11 @@ def ensure_topics(settings: Settings, timeout_s: float = 60) -> None:
 
     def connect() -> KafkaAdminClient | None:
         try:
-            return KafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10000)
+            # each try waits for the brokers a short while: the loop below tries again until timeout_s
+            bootstrap_ms = int(min(timeout_s, 10) * 1000)
+            return KafkaAdminClient(
+                **client_kwargs(settings), request_timeout_ms=10000, bootstrap_timeout_ms=bootstrap_ms
+            )
         except SaslAuthenticationFailedError as exc:
             raise ServiceError(auth_failure_message(settings, exc)) from exc
         except KafkaError:
@@ -356,7 +360,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 60) -> None:
 
     admins: list[KafkaAdminClient] = []
     if not wait_until(lambda: admins.append(connect()) or admins[-1] is not None, timeout_s, interval_s=1.0):
-        raise ServiceError(f"Kafka at {c.bootstrap_servers} does not answer")
+        raise ServiceError(unreachable_message(settings))
     admin = admins[-1]
     try:
         existing = set(admin.list_topics())
@@ -376,6 +380,24 @@ def ensure_topics(settings: Settings, timeout_s: float = 60) -> None:
         wait_until(lambda: set(c.topics.values()) <= set(admin.list_topics()), timeout_s)
     finally:
         admin.close()
+
+
+def unreachable_message(settings: Settings) -> str:
+    """Why no client could start: nothing answers, or (SASL) brokers answer but let no one in. A broker
+    refusing a SCRAM login closes the connection, which kafka-python reports as a lost connection only."""
+    c = settings.kafka
+    answering = [s for s in c.bootstrap_servers.split(",") if port_open(*_host_port(s))]
+    if answering and c.security_protocol in SASL_PROTOCOLS:
+        return (
+            f"Kafka at {','.join(answering)} answers but refused the {c.sasl_mechanism} login of "
+            f"{c.sasl_username!r} over {c.security_protocol}: check ECOM_KAFKA_PASSWORD and kafka.sasl_*"
+        )
+    return f"Kafka at {c.bootstrap_servers} does not answer"
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    host, _, port = server.strip().rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def auth_failure_message(settings: Settings, exc: Exception) -> str:
