@@ -1,5 +1,5 @@
 # One target per thing a person does. `make help` lists them.
-.PHONY: help setup lock demo test test-unit test-fast chaos lint format up down status logs ui maintain migrate backup notebook bench clean
+.PHONY: help setup lock demo test test-unit test-fast test-cluster chaos lint format up down status logs ui maintain migrate backup notebook bench clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ test: ## set up (incl. browser) and run every test: unit, integration, end to en
 
 chaos: setup ## fault suite on the real local stack (outages, kill -9, fuzzing, ~1 h); table in docs/chaos.md
 	@.venv/bin/python -m tests.chaos --doc docs/chaos.md
+
+test-cluster: setup ## tests beyond one machine (marker cluster: a 3-broker Kafka losing a broker under load, ...)
+	@.venv/bin/pytest -m cluster
 
 test-unit: setup ## unit tests only
 	@.venv/bin/pytest tests/unit

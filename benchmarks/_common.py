@@ -96,11 +96,18 @@ def scratch_topics(
     """Fresh topics ``<prefix>-<timestamp>-<suffix>`` (suffix -> partitions, optional topic configs), deleted afterwards."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
+    from ecom.kafka_config import client_kwargs
+
     stamp = time.strftime("%Y%m%d%H%M%S")
     names = {suffix: f"{prefix}-{stamp}-{suffix}" for suffix in partitions}
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers.split(","))
+    admin = KafkaAdminClient(**client_kwargs(settings))
     try:
-        admin.create_topics([NewTopic(names[s], n, 1, topic_configs=configs or {}) for s, n in partitions.items()])
+        admin.create_topics(
+            [
+                NewTopic(names[s], n, settings.kafka.topic_replication_factor, topic_configs=configs or {})
+                for s, n in partitions.items()
+            ]
+        )
         deadline = time.monotonic() + 30
         while not set(names.values()) <= set(admin.list_topics()) and time.monotonic() < deadline:
             time.sleep(0.2)

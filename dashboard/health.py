@@ -35,17 +35,18 @@ def lag_frame(end: dict[int, int], committed: dict[int, int]) -> pd.DataFrame:
     return pd.DataFrame(core.lag_rows(end, committed), columns=LAG_COLUMNS)
 
 
-def _consumer(bootstrap: str):
+def _consumer(settings: Settings):
+    bootstrap = settings.kafka.bootstrap_servers
     with _consumer_lock:
         if bootstrap not in _consumers:
-            _consumers[bootstrap] = core.kafka_consumer(bootstrap, "ecom-dashboard")
+            _consumers[bootstrap] = core.kafka_consumer(settings.kafka, "ecom-dashboard")
         return _consumers[bootstrap]
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """The topic's end offset per partition (one metadata and one offsets request, cached a few seconds)."""
     key = ("end", settings.kafka.bootstrap_servers, topic)
-    fetch = lambda: core.kafka_end_offsets(_consumer(settings.kafka.bootstrap_servers), topic)  # noqa: E731
+    fetch = lambda: core.kafka_end_offsets(_consumer(settings), topic)  # noqa: E731
     return _cache.get_or_compute(key, OFFSETS_TTL_S, fetch, failure_ttl_s=FAILURE_TTL_S)
 
 

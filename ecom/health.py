@@ -90,12 +90,15 @@ def consumer_lag(end_offsets: Callable[[], dict[int, int]], topic: str, checkpoi
     return lag_rows(end, offsets.get(topic, {})), f"stream progress: committed batch {batch} ({Path(checkpoint).name})"
 
 
-def kafka_consumer(bootstrap: str, client_id: str):
-    """A kafka-python consumer that joins no group, for metadata and end offsets, with short timeouts."""
+def kafka_consumer(kafka, client_id: str):
+    """A kafka-python consumer of the brokers ``kafka`` (``KafkaSettings``: servers and security) names that
+    joins no group, for metadata and end offsets, with short timeouts."""
     from kafka import KafkaConsumer
 
+    from ecom.kafka_config import client_kwargs
+
     return KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","),
+        **client_kwargs(kafka),
         enable_auto_commit=False,
         session_timeout_ms=6000,  # no group is joined; kafka-python wants request > session timeout
         request_timeout_ms=8000,
@@ -243,12 +246,12 @@ def check_postgres(dsn: str, timeout_s: float = SERVICE_TIMEOUT_S) -> Check:
         conn.close()
 
 
-def check_kafka(bootstrap: str, topic: str) -> Check:
+def check_kafka(kafka, topic: str) -> Check:
     """Kafka answers a metadata request; the detail names ``topic``'s partitions."""
     from kafka.errors import KafkaError
 
     try:
-        consumer = kafka_consumer(bootstrap, "ecom-status")
+        consumer = kafka_consumer(kafka, "ecom-status")
     except KafkaError as exc:
         return Check(False, f"no metadata answer: {type(exc).__name__}")
     try:

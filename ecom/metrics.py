@@ -196,8 +196,8 @@ class LagCollector:
     read Kafka, read at most every ``LAG_TTL_S``. A source that does not answer gives no samples and
     ``ecom_consumer_lag_up`` 0."""
 
-    def __init__(self, bootstrap: str):
-        self.bootstrap = bootstrap
+    def __init__(self, kafka):
+        self.kafka = kafka  # KafkaSettings: servers and security
         self._lock = threading.Lock()
         self._consumer = None
         self._stages: dict[str, tuple[str, str]] = {}  # stage -> (topic, checkpoint)
@@ -210,7 +210,7 @@ class LagCollector:
 
     def _end_offsets(self, topic: str) -> dict[int, int]:
         if self._consumer is None:
-            self._consumer = kafka_consumer(self.bootstrap, "ecom-metrics")
+            self._consumer = kafka_consumer(self.kafka, "ecom-metrics")
         return kafka_end_offsets(self._consumer, topic)
 
     def read(self) -> list[tuple[str, str, list[dict] | None]]:
@@ -283,11 +283,13 @@ _lag: dict[str, LagCollector] = {}  # bootstrap servers -> its collector
 _producer: ProducerCollector | None = None
 
 
-def watch_lag(stage: str, bootstrap: str, topic: str, checkpoint: str) -> None:
-    """Expose the consumer lag of the stream on ``checkpoint`` reading ``topic``."""
+def watch_lag(stage: str, kafka, topic: str, checkpoint: str) -> None:
+    """Expose the consumer lag of the stream on ``checkpoint`` reading ``topic`` of the brokers ``kafka``
+    (``KafkaSettings``) names."""
+    bootstrap = kafka.bootstrap_servers
     with _collectors_lock:
         if bootstrap not in _lag:
-            _lag[bootstrap] = LagCollector(bootstrap)
+            _lag[bootstrap] = LagCollector(kafka)
             REGISTRY.register(_lag[bootstrap])
         _lag[bootstrap].watch(stage, topic, checkpoint)
 

@@ -110,7 +110,9 @@ class KafkaRange:
 def _kafka_ranges(settings: Settings, since: datetime | None, until: datetime | None) -> list[KafkaRange]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers.split(","))
+    from ecom.kafka_config import client_kwargs
+
+    consumer = KafkaConsumer(**client_kwargs(settings))
     try:
         topic = settings.kafka.transactions_topic
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]

@@ -4,7 +4,7 @@ Loaded from ``conf/base.yaml`` merged with ``conf/<profile>.yaml`` (profile from
 ``ECOM_PROFILE``, default ``local``), then environment overrides of the form
 ``ECOM_<SECTION>__<KEY>=value`` (values parsed as YAML, so ``19092`` is an int).
 Secrets come only from the environment: ``ECOM_POSTGRES_PASSWORD``,
-``ECOM_POSTGRES_DSN``, ``ECOM_PII_KEY``.
+``ECOM_POSTGRES_DSN``, ``ECOM_PII_KEY``, ``ECOM_KAFKA_PASSWORD``.
 
 Where things are, so that an installed wheel (or a zip handed to ``spark-submit --py-files``) works as well
 as a checkout:
@@ -29,7 +29,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ecom.errors import UnknownProfile
 
@@ -102,6 +102,40 @@ class KafkaSettings(_Section):
     topics: dict[str, str]
     partitions: dict[str, int]
     retention_hours: int
+    # Embedded cluster (docs/kafka.md): this many KRaft nodes, each broker and controller; node i (from 0)
+    # listens on port + i * node_port_step, its controller on controller_port + i * node_port_step.
+    brokers: int = Field(1, ge=1)
+    node_port_step: int = Field(10, ge=2)
+    # Topics: replicas per partition (None: min(brokers, 3)) and the replicas that must have a write before
+    # an acks=all producer hears it succeeded (None: replication_factor - 1, at least 1).
+    replication_factor: int | None = Field(None, ge=1)
+    min_insync_replicas: int | None = Field(None, ge=1)
+    # Client security (ecom.kafka_config): the password only from ECOM_KAFKA_PASSWORD.
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] | None = None
+    sasl_username: str | None = None
+    ssl_cafile: str | None = None  # PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bootstrap_names_every_embedded_node(cls, data: Any) -> Any:
+        """An embedded cluster whose bootstrap is its first node's address gets every node's address, so a
+        client starting while that node is down still finds the cluster."""
+        if not isinstance(data, dict) or not data.get("embedded") or int(data.get("brokers") or 1) <= 1:
+            return data
+        host, port, step = data.get("host"), data.get("port"), int(data.get("node_port_step") or 10)
+        if data.get("bootstrap_servers") != f"{host}:{port}":
+            return data
+        nodes = ",".join(f"{host}:{int(port) + i * step}" for i in range(int(data["brokers"])))
+        return {**data, "bootstrap_servers": nodes}
+
+    @property
+    def topic_replication_factor(self) -> int:
+        return self.replication_factor or min(self.brokers, 3)
+
+    @property
+    def topic_min_insync_replicas(self) -> int:
+        return self.min_insync_replicas or max(1, self.topic_replication_factor - 1)
 
     @property
     def transactions_topic(self) -> str:

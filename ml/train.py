@@ -78,9 +78,11 @@ def load_labels(settings: Settings, topic: str | None = None, timeout_s: float =
     """Every label on the fraud-labels topic, from the beginning to the end offsets (one row per event_id)."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from ecom.kafka_config import client_kwargs
+
     topic = topic or settings.kafka.labels_topic
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers.split(","),
+        **client_kwargs(settings),
         enable_auto_commit=False,
         value_deserializer=lambda v: json.loads(v.decode("utf-8")),
     )
@@ -364,8 +366,19 @@ def train(
 
 
 def run_train(settings: Settings, args: argparse.Namespace) -> int:
-    """``ecom train``: read silver + labels, then ``train``; prints the held-out comparison table."""
+    """``ecom train``: read silver + labels, then ``train``; prints the held-out comparison table.
+    ``--bootstrap``: the first model of a fresh stack, or nothing if one is registered."""
     from ecom.progress import Steps
+
+    if getattr(args, "bootstrap", False):
+        from ecom import demo
+
+        if demo.needs_model(settings):
+            env = {"ECOM_PROFILE": settings.profile, "PYTHONUNBUFFERED": "1"}
+            step = Steps("train --bootstrap", demo.MODEL_STEPS)
+            demo.bootstrap_model(settings, env, args.bootstrap_days, args.bootstrap_count, step)
+        print(f"a champion is registered: {settings.mlflow.model_name}@{settings.mlflow.alias}", flush=True)
+        return 0
 
     t0 = time.monotonic()
     step = Steps("train", 6)

@@ -20,3 +20,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let the supervised challenger become champion if it wins by the rule in docs/fraud.md",
     )
+    parser.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="only if no model is registered yet: backfill history, stream it into silver, train, register and "
+        "score it, as `ecom demo` does the first time; with a champion, do nothing (docker-compose's training step)",
+    )
+    parser.add_argument(
+        "--bootstrap-days", type=int, default=30, help="--bootstrap: days of backfilled history (default 30)"
+    )
+    parser.add_argument(
+        "--bootstrap-count", type=int, default=60000, help="--bootstrap: orders in that history (default 60,000)"
+    )

@@ -33,6 +33,7 @@ from kafka.errors import KafkaError
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from ecom.health import Check
+from ecom.kafka_config import producer_kwargs
 from ecom.settings import Settings
 from simulator.generator import Generated
 
@@ -124,7 +125,7 @@ class KeyHashPartitioner(DefaultPartitioner):
 
 def make_producer(settings: Settings, **overrides) -> KafkaProducer:
     """A kafka-python producer with the configured reliability and batching (``overrides`` for tests and tuned runs)."""
-    config = settings.producer.client_config(settings.kafka.bootstrap_servers)
+    config = producer_kwargs(settings)  # settings.producer plus the brokers' address and security
     return KafkaProducer(**{**config, "key_serializer": str.encode, "partitioner": KeyHashPartitioner(), **overrides})
 
 

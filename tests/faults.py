@@ -106,9 +106,10 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 120.0) -> list
     """Every record value of ``topic``, from the beginning to the end offsets it has now."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from ecom.kafka_config import client_kwargs
     from ecom.runtime.process import wait_until
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers.split(","), enable_auto_commit=False)
+    consumer = KafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     try:
         if not wait_until(lambda: consumer.partitions_for_topic(topic), timeout_s):
             raise AssertionError(f"topic {topic} not found")

@@ -22,7 +22,7 @@ from pathlib import Path
 from ecom.health import check_kafka, check_mlflow, check_postgres, probe
 from ecom.runtime.kafka import EmbeddedKafka, ensure_topics
 from ecom.runtime.postgres import EmbeddedPostgres
-from ecom.runtime.process import ManagedProcess
+from ecom.runtime.process import ManagedProcess, port_open
 from ecom.settings import Settings
 
 # pid-file names of the processes ``ecom demo`` starts -> their process name in ``metrics.ports``
@@ -49,6 +49,11 @@ class ServiceStatus:
         pid = f" pid {self.pid}" if self.pid else ""
         detail = f"  ({self.detail})" if self.detail else ""
         return f"{self.name:<13} {self.state:<8} {self.where}{pid}{detail}"
+
+
+def is_service(name: str) -> bool:
+    """A pid file of the embedded services (PostgreSQL, a Kafka node) rather than of a pipeline job."""
+    return name == "postgres" or name == "kafka" or (name.startswith("kafka-") and name[6:].isdigit())
 
 
 def postgres_is_embedded(settings: Settings) -> bool:
@@ -112,11 +117,10 @@ def up(settings: Settings, log=print) -> None:
 def down(settings: Settings, log=print) -> None:
     """Stop every process this project started (pipeline jobs first, then services)."""
     run_dir = settings.run_dir
-    services = {"kafka", "postgres"}
     if run_dir.exists():
         for pid_file in sorted(run_dir.glob("*.pid")):
             name = pid_file.stem
-            if name not in services and ManagedProcess(name, run_dir).stop():
+            if not is_service(name) and ManagedProcess(name, run_dir).stop():
                 log(f"{name:<10} stopped")
     if EmbeddedPostgres(settings).stop():
         log("postgres   stopped")
@@ -151,7 +155,7 @@ def _running_pid_files(settings: Settings) -> dict[str, int]:
     found = {}
     if settings.run_dir.exists():
         for pid_file in sorted(settings.run_dir.glob("*.pid")):
-            if pid_file.stem in {"kafka", "postgres"}:
+            if is_service(pid_file.stem):
                 continue
             pid = ManagedProcess(pid_file.stem, settings.run_dir).pid()
             if pid is not None:
@@ -175,11 +179,18 @@ def _process_status(name: str, url: str, pid: int | None) -> ServiceStatus:
 
 
 def _kafka_status(settings: Settings) -> ServiceStatus:
+    """Kafka in one row, asked for metadata; an embedded cluster's row also names the nodes that are down."""
     k = settings.kafka
-    check = check_kafka(k.bootstrap_servers, k.transactions_topic)
-    pid = EmbeddedKafka(settings).process.pid() if k.embedded else None
-    detail = check.detail if k.embedded else f"external; {check.detail}"
-    return ServiceStatus("kafka", check.ok, k.bootstrap_servers, pid, detail, ok=check.ok)
+    check = check_kafka(k, k.transactions_topic)
+    if not k.embedded:
+        return ServiceStatus("kafka", check.ok, k.bootstrap_servers, None, f"external; {check.detail}", ok=check.ok)
+    nodes = EmbeddedKafka(settings).nodes
+    down = [n.node_id for n in nodes if n.process.pid() is None or not port_open(k.host, n.port)]
+    detail = check.detail
+    if len(nodes) > 1:
+        detail = f"{len(nodes)} nodes" + (f", down: {', '.join(map(str, down))}" if down else "") + f"; {detail}"
+    ok = check.ok and not down
+    return ServiceStatus("kafka", check.ok, k.bootstrap_servers, nodes[0].process.pid(), detail, ok=ok)
 
 
 def _postgres_status(settings: Settings) -> ServiceStatus:

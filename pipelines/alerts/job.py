@@ -158,8 +158,10 @@ def consumer_for(settings: Settings, partitions: list[int] | None = None):
     ``GROUP_ID`` (for lag; where reading starts comes from the state)."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from ecom.kafka_config import client_kwargs
+
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers.split(","),
+        **client_kwargs(settings),
         group_id=GROUP_ID,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -180,9 +182,11 @@ def run(settings: Settings, path: FastPath, consumer, stop, max_records: int = 5
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
+    from ecom.kafka_config import producer_kwargs
+
     for tp in consumer.assignment():
         consumer.seek(tp, path.start_offsets([tp.partition])[tp.partition])
-    producer = KafkaProducer(**settings.producer.client_config(settings.kafka.bootstrap_servers))
+    producer = KafkaProducer(**producer_kwargs(settings))
     conn = None
     pending = pd.DataFrame(columns=list(ALERT_COLUMNS))
     try:

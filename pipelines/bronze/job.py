@@ -25,6 +25,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from ecom import metrics
 from ecom.health import query_check
+from ecom.kafka_config import spark_options
 from ecom.lake import prepare_lake
 from ecom.schemas import BRONZE_SCHEMA, MAX_KEY_BYTES, MAX_PAYLOAD_BYTES
 from ecom.settings import Settings, StreamSettings, get_settings
@@ -71,7 +72,7 @@ def with_bronze_columns(kafka_df: DataFrame) -> DataFrame:
 def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
     return (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
+        .options(**spark_options(settings))  # brokers and security (SASL, TLS) from settings.kafka
         .option("subscribe", settings.kafka.transactions_topic)
         .option("startingOffsets", settings.stream.starting_offsets)
         .option("maxOffsetsPerTrigger", records_per_trigger(settings.stream))
@@ -100,7 +101,7 @@ def start(spark: SparkSession, settings: Settings, once: bool = False) -> Stream
     query = writer.start(settings.lake.table("bronze", "transactions"))
     if not once:  # a long-running stream: /metrics and /healthz (a run that stops by itself is not scraped)
         metrics.serve(settings, STAGE).add("query", query_check(query))
-        metrics.watch_lag(STAGE, settings.kafka.bootstrap_servers, settings.kafka.transactions_topic, checkpoint)
+        metrics.watch_lag(STAGE, settings.kafka, settings.kafka.transactions_topic, checkpoint)
         metrics.follow_progress(STAGE, query, "bronze.transactions")
     return query
 

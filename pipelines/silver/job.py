@@ -402,7 +402,7 @@ def start(spark: SparkSession, settings: Settings, once: bool = False, mode: str
         health.add("query", query_check(query))
         health.add("sinks", batch.sinks_check)
         if mode == "ingest":
-            m.watch_lag(batch.stage, settings.kafka.bootstrap_servers, settings.kafka.transactions_topic, checkpoint)
+            m.watch_lag(batch.stage, settings.kafka, settings.kafka.transactions_topic, checkpoint)
     return query
 
 

@@ -489,10 +489,13 @@ class AlertSink:
         return self._producer
 
     def make_producer(self):
-        """A producer configured from ``settings.producer`` (acks, idempotence, batching, timeouts)."""
+        """A producer configured from ``settings.producer`` (acks, idempotence, batching, timeouts) and the
+        brokers' security (``ecom.kafka_config``)."""
         from kafka import KafkaProducer
 
-        return KafkaProducer(**self.settings.producer.client_config(self.settings.kafka.bootstrap_servers))
+        from ecom.kafka_config import producer_kwargs
+
+        return KafkaProducer(**producer_kwargs(self.settings))
 
     def close(self) -> None:
         if self._producer is not None:

@@ -29,7 +29,7 @@ def test_the_page_and_the_metrics_endpoint_show_the_same_lag(tmp_path, monkeypat
     monkeypatch.setattr(health, "end_offsets", lambda _settings, _topic: END_OFFSETS)
     page, _ = health.consumer_lag(settings)
 
-    collector = metrics.LagCollector(settings.kafka.bootstrap_servers)
+    collector = metrics.LagCollector(settings.kafka)
     monkeypatch.setattr(collector, "_end_offsets", lambda _topic: END_OFFSETS)
     collector.watch("stream_all", settings.kafka.transactions_topic, str(checkpoint))
     lag, up = list(collector.collect())
