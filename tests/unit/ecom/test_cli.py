@@ -173,8 +173,9 @@ class FinishingQuery:
 
 
 def test_stream_once_reports_progress_while_it_runs(capsys):
-    batches, rows = cli._await_with_progress(FinishingQuery(polls=2), "stream all --once", every_s=0)
-    assert (batches, rows) == (3, 3000)
+    progress = cli.OnceProgress("stream all --once", every_s=0)
+    progress.wait(FinishingQuery(polls=2))
+    assert (progress.batches, progress.rows) == (3, 3000)
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" (")[0] for line in lines] == [
         "stream all --once: 1 micro-batches done, 1,000 rows so far; processing new data",

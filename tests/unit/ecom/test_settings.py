@@ -74,7 +74,7 @@ def test_settings_files_come_from_ecom_conf_dir(tmp_path):
     (tmp_path / "mine.yaml").write_text("kafka:\n  port: 39092\n")
     s = load_settings("mine", environ={"ECOM_CONF_DIR": str(tmp_path)})
     assert (s.profile, s.kafka.port) == ("mine", 39092)
-    with pytest.raises(ValueError, match="known profiles: mine"):
+    with pytest.raises(ValueError, match="use one of mine"):
         load_settings("local", environ={"ECOM_CONF_DIR": str(tmp_path)})
 
 
