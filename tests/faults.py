@@ -9,14 +9,18 @@ them from the JUnit XML report into its table.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
+import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ecom.runtime.process import ProcessIdentity, proc_stat
@@ -24,9 +28,39 @@ from ecom.settings import CONF_DIR, Settings
 
 
 def free_port() -> int:
+    """A port nothing listens on now (the OS's choice)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_in(ports: Iterable[int]) -> int:
+    """The first of ``ports`` (in the order given) that nothing listens on now."""
+    ports = list(ports)
+    for port in ports:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports[0]}-{ports[-1]}")
+
+
+def run_to_end(cmd: list[str], env: dict[str, str], cwd, timeout_s: float, what: str) -> str:
+    """Run ``cmd`` in a process group of its own; its output, or the test fails with the output's end unless it
+    exits 0 within ``timeout_s`` (then the whole group is killed: a launcher, its JVM, a Python driver)."""
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        log, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        pytest.fail(f"{what} did not stop within {timeout_s} s:\n{log[-4000:]}")
+    assert proc.returncode == 0, f"{what} exited {proc.returncode}:\n{log[-4000:]}"
+    return log
 
 
 @contextmanager

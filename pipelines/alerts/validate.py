@@ -39,8 +39,8 @@ from ecom.schemas import (
     PAYMENT_METHODS,
     SCHEMA_VERSION,
 )
+from pipelines.silver.transforms import ID_FIELDS, REPLACEMENT_CHARACTER  # the rules' own lists
 
-ID_FIELDS = ("event_id", "transaction_id", "customer_id", "device_id")
 OPTIONAL_TEXT = ("customer_email", "device_id", "ip_country", "shipping_country")
 CENT = Decimal("0.01")
 MAX_MONEY = Decimal("9999999999.99")  # DECIMAL(12,2)
@@ -105,7 +105,7 @@ def _parse(value: bytes | None) -> dict:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Refused("not UTF-8") from exc
-    if "\ufffd" in text:  # bronze cannot tell it from a replaced byte: silver quarantines it
+    if REPLACEMENT_CHARACTER in text:  # bronze cannot tell it from a replaced byte: silver quarantines it
         raise Refused("replacement character")
     try:
         event = json.loads(text, object_pairs_hook=_object, parse_float=Decimal, parse_constant=_constant)

@@ -27,6 +27,7 @@ import pyspark
 import pytest
 
 from ecom.runtime.process import port_open
+from tests.faults import run_to_end
 
 SPARK_HOME = Path(pyspark.__file__).parent
 HOST = "127.0.0.1"
@@ -201,15 +202,4 @@ def spark_submit(
         str(SPARK_HOME / "bin" / "spark-submit"), "--master", master, "--py-files", str(py_files),
         "--jars", ",".join(jars), *submit_conf(master), str(job), *args,
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, env=environment, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        log, _ = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher, its JVM and the Python driver
-        log, _ = proc.communicate()
-        pytest.fail(f"{job.name} {' '.join(args)} on {master} did not stop within {timeout_s} s:\n{log[-4000:]}")
-    assert proc.returncode == 0, f"{job.name} {' '.join(args)} on {master} exited {proc.returncode}:\n{log[-4000:]}"
-    return log
+    return run_to_end(cmd, environment, cwd, timeout_s, f"{job.name} {' '.join(args)} on {master}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ecom.runtime.process import port_open
+from tests.faults import free_port_in
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +31,7 @@ def free_port() -> int:
     first, last = (int(p) for p in os.environ.get("ECOM_TEST_UI_PORTS", f"{PORTS[0]}-{PORTS[-1]}").split("-"))
     candidates = list(range(first, last + 1))
     random.shuffle(candidates)
-    for port in candidates:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {first}-{last}")
+    return free_port_in(candidates)
 
 
 class SparkRestStandIn(BaseHTTPRequestHandler):

@@ -9,7 +9,6 @@ the endpoint come only from the standard AWS environment variables (``ecom.stora
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from datetime import UTC, datetime
 
@@ -20,6 +19,7 @@ from ecom.storage import delta_table
 from simulator.generator import TransactionSimulator
 from simulator.producer import TransactionProducer
 from tests.conftest import run_ecom, with_registry
+from tests.faults import free_port_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -30,14 +30,7 @@ PORTS = range(59150, 59200)  # this test's S3 server takes the first free one
 
 
 def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS}")
+    return free_port_in(PORTS)
 
 
 @pytest.fixture

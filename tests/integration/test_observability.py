@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,17 +20,11 @@ from serving.db import connection
 from simulator.generator import TransactionSimulator
 from simulator.producer import TransactionProducer
 from tests.conftest import shop_environment
+from tests.faults import free_port
 
 pytestmark = pytest.mark.integration
 
 STAGE = "stream_all"
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the OS's choice), so a test's endpoint meets no other process's."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def with_port(settings, process: str, port: int):

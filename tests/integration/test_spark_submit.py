@@ -4,9 +4,6 @@ The children get the test's own topic, lake and database through the environment
 run the project's interpreter, whose editable install makes ``ecom`` importable (no ``--py-files`` needed locally).
 """
 
-import os
-import signal
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +18,7 @@ from serving.db import connection
 from simulator.generator import TransactionSimulator
 from simulator.producer import TransactionProducer
 from tests.conftest import with_registry
+from tests.faults import run_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -42,16 +40,7 @@ def spark_submit(settings: Settings, job: str, cwd: Path, timeout_s: float = 240
         str(SPARK_SUBMIT), "--master", "local[2]", "--jars", ",".join(spark_jars(settings)),
         str(ROOT / job), "--profile", settings.profile, "--once",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        log, _ = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher, its JVM and the Python driver
-        log, _ = proc.communicate()
-        pytest.fail(f"{job} did not stop with --once within {timeout_s} s:\n{log[-3000:]}")
-    assert proc.returncode == 0, f"{job} exited {proc.returncode}:\n{log[-3000:]}"
+    run_to_end(cmd, env, cwd, timeout_s, f"{job} --once")
 
 
 def bronze_records(settings: Settings) -> list[tuple]:
