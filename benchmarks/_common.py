@@ -157,6 +157,7 @@ class ScratchStream:
     settings: Settings
     process: ManagedProcess
     sent: int = 0  # orders sent to its topic through ``drive``
+    fast_path: ManagedProcess | None = None  # ``ecom stream alerts`` beside it, when asked for
 
     @property
     def dsn(self) -> str:
@@ -188,6 +189,19 @@ class ScratchStream:
             time.sleep(0.5)
         raise RuntimeError(f"the stream served nothing within the timeout; see {self.process.log_file}")
 
+    def wait_for_fast_path(self, timeout_s: float = 120) -> float:
+        """Wait until the fast path reads the orders topic (its log says so); returns the seconds it took."""
+        started = time.monotonic()
+        if self.fast_path is None:
+            return 0.0
+        while time.monotonic() - started < timeout_s:
+            if "fast path: reading" in self.fast_path.log_tail(200):
+                return time.monotonic() - started
+            if not self.fast_path.is_running():
+                break
+            time.sleep(0.5)
+        raise RuntimeError(f"the fast path did not start reading; see {self.fast_path.log_file}")
+
     def wait_until_all_served(self, timeout_s: float) -> bool:
         """Wait until every order sent through ``drive`` is in PostgreSQL; False if the timeout came first."""
         deadline = time.monotonic() + timeout_s
@@ -206,13 +220,15 @@ def scratch_stream(
     own_registry: bool = False,
     prepare: Callable[[Settings], None] | None = None,
     partitions: int = 3,
+    fast_path: bool = False,
 ) -> Iterator[ScratchStream]:
     """``ecom stream all`` in a child process on its own topics, lake folder and database, all removed afterwards.
 
     ``own_registry`` gives it an empty MLflow store of its own (otherwise it
     scores with the profile's champion, if any); ``prepare`` is called with
     the scratch settings before the stream starts (e.g. to register a model).
-    The stream's log stays at ``process.log_file``. ``partitions``: of its orders topic.
+    The stream's log stays at ``process.log_file``. ``partitions``: of its orders topic. ``fast_path``: the
+    per-order alert path (``ecom stream alerts``) runs beside it, on the same topics, lake and database.
     """
     stamp = time.strftime("%Y%m%d%H%M%S")
     root = f"{base.data_dir}/bench/{name}-{stamp}"
@@ -233,13 +249,18 @@ def scratch_stream(
         settings = base.model_copy(update=update)
         recreate_database(settings.postgres.dsn)
         process = ManagedProcess(f"bench-{name}-stream-{stamp}", settings.run_dir)
+        alerts = ManagedProcess(f"bench-{name}-alerts-{stamp}", settings.run_dir) if fast_path else None
         try:
             if prepare is not None:
                 prepare(settings)
             env = {**child_environment(settings, base={}), "ECOM_STREAM__TRIGGER_INTERVAL": trigger}
             process.start([sys.executable, "-m", "ecom.cli", "stream", "all"], env=env)
-            yield ScratchStream(settings, process)
+            if alerts is not None:
+                alerts.start([sys.executable, "-m", "ecom.cli", "stream", "alerts"], env=env)
+            yield ScratchStream(settings, process, fast_path=alerts)
         finally:
+            if alerts is not None:
+                alerts.stop()
             process.stop()
             drop_database(settings.postgres.dsn)
             shutil.rmtree(root, ignore_errors=True)

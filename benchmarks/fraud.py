@@ -12,15 +12,19 @@ threshold, recall per pattern, and the same for the supervised challenger.
 of ``--fraud-rates`` (0.5 %, 2 %, 5%), under the alert policy of the profile
 or ``--alert-policy``.
 
-Alert latency (skip with ``--skip-latency``): the forest fitted above is
-registered as champion in a scratch MLflow registry, and ``ecom stream all``
-runs as a child process on its own topics, lake folder and database
+Alert latency (skip with ``--skip-latency``): first the per-order path's own
+work in this process (``fast_path_decide``: ``FastPath.decide`` in polls of 1,
+10 and 100 orders, no I/O). Then the forest fitted above is registered as
+champion in a scratch MLflow registry, and ``ecom stream all`` runs as a child
+process, with ``ecom stream alerts`` beside it (``--no-fast-path``: without),
+on its own topics, lake folder and database
 (``benchmarks._common.scratch_stream``; the embedded stack is started if Kafka
 is not running, and stopped afterwards). Live orders go to it at
 ``--latency-rate`` (1,000/s) for ``--latency-seconds``; once every order is
 served, each alert's latency is the PostgreSQL commit of its row minus the
 order's event time (stamped when the order is sent). The commit time is
-database-side: the micro-batch's rows and its ``pipeline_batches`` row are
+database-side: for a row the fast path wrote first, the start of its insert
+(``written_at``); otherwise the micro-batch's rows and its ``pipeline_batches`` row are
 written in one transaction (same ``xmin``), whose ``committed_at`` (now())
 is that transaction's start: earlier than the commit by the transaction's
 length (within the ``postgres`` step of ``batch_steps``; tens of ms for small
@@ -35,7 +39,7 @@ import argparse
 import sys
 import time
 from contextlib import redirect_stdout
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
@@ -174,6 +178,84 @@ def commit_times(dsn: str, table: str) -> dict[str, float | None]:
         return dict(cur.fetchall())
 
 
+def fast_path_cost(settings: Settings, forest: FraudScorer, polls=(1, 10, 100), orders: int = 3000) -> dict:
+    """The per-order path's own work, in this process, without Kafka or PostgreSQL: ``FastPath.decide``
+    (validate, features, score, alerts, state update) over ``orders`` live orders in polls of each size, from
+    the profiles of 20,000 orders of history. Orders per second of one core, and milliseconds per poll."""
+    import json
+    from collections import namedtuple
+
+    from ml.features import apply_history
+    from pipelines.alerts.job import FastPath
+    from pipelines.silver.state import CustomerState
+    from simulator.generator import TransactionSimulator
+
+    class Champion:
+        def refresh(self):
+            return forest, "bench"
+
+    now = datetime.now(UTC)
+    sim = TransactionSimulator(settings.simulator, seed=303, expected_orders=20_000 + orders)
+    history = pd.DataFrame([g.event for g in sim.backfill(20_000, days=30, end=now - timedelta(hours=1))]).assign(
+        event_time=lambda d: pd.to_datetime(d["event_time"], utc=True).dt.tz_convert(None),
+        amount=lambda d: d["amount"].astype(float),
+        customer_email_hash=None,
+    )
+    profiles = apply_history(history).profiles
+    record = namedtuple("Record", "topic partition offset timestamp value")
+    stamp = int(now.timestamp() * 1000)
+    live = [record("t", 0, i, stamp, json.dumps(g.event).encode())
+            for i, g in enumerate(sim.backfill(orders, days=5 / 1440, end=now))]  # fmt: skip
+    out = {}
+    for size in polls:
+        path = FastPath(settings, CustomerState(dict(profiles)), b"bench-key", tracker=Champion())
+        started = time.perf_counter()
+        for i in range(0, len(live), size):
+            path.decide(live[i : i + size], now)
+        seconds = time.perf_counter() - started
+        out[str(size)] = {
+            "orders_per_s": round(len(live) / seconds),
+            "ms_per_poll": round(1000 * seconds / -(-len(live) // size), 2),
+        }
+        log(f"  fast path, polls of {size}: {out[str(size)]}")
+    return out
+
+
+def alert_commit_times(dsn: str) -> dict[str, float | None]:
+    """event_id -> when its alert was first committed (epoch s): the start of the fast path's insert for rows
+    it wrote first (``written_at``; the micro-batch's upsert moves ``xmin`` but keeps it), else the micro-batch's
+    transaction (``commit_times``)."""
+    times = commit_times(dsn, "fraud_alerts")
+    with connection(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT event_id, extract(epoch FROM written_at)::float8 FROM fraud_alerts WHERE source = 'fast-path'"
+        )
+        times.update(dict(cur.fetchall()))
+    return times
+
+
+def path_agreement(dsn: str) -> dict:
+    """The paths' agreement over the run: alert rows by the path that wrote them first, and the micro-batches'
+    outcomes summed (``alert_path_agreement``: confirmed, corrected, withdrawn, micro_batch_only)."""
+    with connection(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT source, count(*) FROM fraud_alerts GROUP BY source")
+        by_source = dict(cur.fetchall())
+        cur.execute(
+            "SELECT coalesce(sum(confirmed), 0), coalesce(sum(corrected), 0), coalesce(sum(withdrawn), 0),"
+            " coalesce(sum(micro_batch_only), 0) FROM alert_path_agreement"
+        )
+        confirmed, corrected, withdrawn, only = (int(x) for x in cur.fetchone())
+    compared = confirmed + corrected + withdrawn
+    return {
+        "written_first_by": by_source,
+        "confirmed": confirmed,
+        "corrected": corrected,
+        "withdrawn": withdrawn,
+        "micro_batch_only_in_compared_batches": only,
+        "agreement": round(confirmed / compared, 4) if compared else None,
+    }
+
+
 def alert_latency(
     settings: Settings, forest: FraudScorer, train: pd.DataFrame, heldout: pd.DataFrame, args: argparse.Namespace
 ) -> dict:
@@ -186,10 +268,15 @@ def alert_latency(
 
     with (
         services(settings),
-        scratch_stream(settings, "fraud", trigger=args.trigger, own_registry=True, prepare=prepare) as stream,
+        scratch_stream(
+            settings, "fraud", trigger=args.trigger, own_registry=True, prepare=prepare, fast_path=args.fast_path
+        ) as stream,
     ):
         log("waiting for the scoring stream to serve its first orders ...")
         startup_s = stream.wait_for_first_orders()
+        if args.fast_path:
+            log("waiting for the fast path to read the orders topic ...")
+            stream.wait_for_fast_path()
         log(f"alert latency: {args.latency_rate:.0f} orders/s for {args.latency_seconds:.0f}s ...")
         run = stream.drive(
             args.latency_rate,
@@ -199,8 +286,10 @@ def alert_latency(
         )
         log("waiting until every order is served ...")
         all_served = stream.wait_until_all_served(args.drain_seconds)
-        alerts = {e: t for e, t in commit_times(stream.dsn, "fraud_alerts").items() if e in sent}
+        time.sleep(2 if args.fast_path else 0)  # the micro-batches' last agreement rows
+        alerts = {e: t for e, t in alert_commit_times(stream.dsn).items() if e in sent}
         orders = {e: t for e, t in commit_times(stream.dsn, "transactions").items() if e in sent}
+        paths = path_agreement(stream.dsn)
 
     def latencies_ms(times: dict[str, float | None]) -> list[float]:
         return [1000 * (t - epoch(sent[e])) for e, t in times.items() if t is not None]
@@ -221,6 +310,8 @@ def alert_latency(
             "all_served": all_served,
             "alerts": len(alerts),
             "alerts_without_commit_time": len(alerts) - len(alert_ms),
+            "fast_path": args.fast_path,
+            "paths": paths,
             "model_version": versions[0] if versions else None,
             "order_p50_latency_ms": percentile(order_ms, 50),
             "order_p95_latency_ms": percentile(order_ms, 95),
@@ -254,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-seconds", type=float, default=300,
                         help="how long to wait afterwards for every order to be served (default 300)")  # fmt: skip
     parser.add_argument("--trigger", default="0 seconds", help="stream trigger interval (default: 0 seconds)")
+    parser.add_argument("--fast-path", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the per-order alert path (ecom stream alerts) beside the stream (default: on)")  # fmt: skip
     parser.add_argument("--fraud-rates", default="0.005,0.02,0.05",
                         help="shops' fraud rates for by_fraud_rate (default 0.005,0.02,0.05; '' skips)")  # fmt: skip
     parser.add_argument("--alert-policy", choices=("budget", "precision"),
@@ -292,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.fraud_rates:
             out["by_fraud_rate"] = by_fraud_rate(settings, args, end)
     if not args.skip_latency:
+        log("the per-order path's own cost (no Kafka, no PostgreSQL) ...")
+        out["fast_path_decide"] = fast_path_cost(settings, forest)
         out.update(alert_latency(settings, forest, train, heldout, args))
     out["seconds"] = round(time.monotonic() - t0, 1)
     emit(out)

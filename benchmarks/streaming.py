@@ -15,6 +15,9 @@ all`` as a separate process, and drives the simulator on this same machine.
   i.e. bronze, silver and PostgreSQL all keep up. ``sustained_tx_per_s`` is
   the highest sustained step.
 
+``--fast-path`` runs the per-order alert path (``ecom stream alerts``) beside the stream, on the same
+topic, lake and database: the stream's rate with and without it is what the fast path costs.
+
 Prints one JSON object as its last line.
 """
 
@@ -85,15 +88,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step-seconds", type=float, default=60)
     parser.add_argument("--trigger", default="0 seconds", help="stream trigger interval for the run")
     parser.add_argument("--partitions", type=int, default=3, help="partitions of the run's orders topic (default 3)")
+    parser.add_argument("--fast-path", action="store_true",
+                        help="run the per-order alert path (ecom stream alerts) beside the stream: its cost")  # fmt: skip
     args = parser.parse_args(argv)
 
     base = bench_settings()
-    result: dict = {"benchmark": "streaming", "partitions": args.partitions, "machine": machine_info()}
+    result: dict = {"benchmark": "streaming", "partitions": args.partitions, "fast_path": args.fast_path}
+    result["machine"] = machine_info()
     started = time.monotonic()
-    with services(base), scratch_stream(base, "streaming", trigger=args.trigger, partitions=args.partitions) as stream:
+    with (
+        services(base),
+        scratch_stream(
+            base, "streaming", trigger=args.trigger, partitions=args.partitions, fast_path=args.fast_path
+        ) as stream,
+    ):
         dsn = stream.dsn
         log("waiting for the stream to serve its first orders ...")
         result["stream_startup_s"] = round(stream.wait_for_first_orders(), 1)
+        if args.fast_path:
+            stream.wait_for_fast_path()
 
         log(f"latency: {args.latency_rate:.0f} orders/s for {args.latency_seconds:.0f}s ...")
         probe = LatencyProbe(dsn)

@@ -51,7 +51,10 @@ def cmd_setup(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from ecom.runtime import stack
 
-    stack.up(_settings(args))
+    settings = _settings(args)
+    stack.up(settings)
+    if settings.fraud.fast_path and not args.no_alerts:
+        stack.start_fast_path(settings)
     return 0
 
 
@@ -85,10 +88,40 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return run_generate(_settings(args), args)
 
 
+def cmd_stream_alerts(settings: Settings, partitions: list[int] | None) -> int:
+    """``ecom stream alerts``: the per-order alert path (pipelines.alerts.job) until Ctrl-C or SIGTERM."""
+    import logging
+    import signal
+    import threading
+
+    from ecom.secrets import pii_key
+    from pipelines.alerts import job
+
+    pii_key(settings)  # a missing key fails here, before anything starts
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("pipelines", "ml", "ecom"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"streaming {settings.kafka.transactions_topic} -> per-order alerts (PostgreSQL + Kafka); Ctrl-C to stop")
+    try:
+        counts = job.serve(settings, stop.is_set, partitions)
+    except KeyboardInterrupt:
+        return 0
+    print(f"stopped: {counts.records:,} records, {counts.alerts:,} alerts written")
+    return 0
+
+
 def cmd_stream(args: argparse.Namespace) -> int:
     import logging
 
     settings = _settings(args)
+    if args.layer == "alerts":
+        if args.once:
+            raise SystemExit("ecom stream alerts runs until stopped; --once is for the Spark layers")
+        return cmd_stream_alerts(settings, args.partitions)
+    if args.partitions is not None:
+        raise SystemExit("--partitions is for ecom stream alerts")
     if args.layer in ("all", "silver"):
         from ecom.secrets import pii_key
 
@@ -325,7 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("setup", cmd_setup, "Resolve the JVM jars (Delta, Spark Kafka source, Kafka broker) into the local cache.")
-    add("up", cmd_up, "Start the embedded stack (Kafka, PostgreSQL, MLflow store); harmless if it runs.")
+    up = add(
+        "up",
+        cmd_up,
+        "Start the embedded stack (Kafka, PostgreSQL, MLflow store) and, with fraud.fast_path, the per-order alert "
+        "path (`ecom stream alerts`) in the background; harmless if they run.",
+    )
+    up.add_argument("--no-alerts", action="store_true", help="do not start the per-order alert path")
     add("down", cmd_down, "Stop every process the project started.")
     status = add(
         "status",
@@ -346,11 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
         "layer",
         nargs="?",
         default="all",
-        choices=["all", "bronze", "silver", "gold"],
+        choices=["all", "bronze", "silver", "gold", "alerts"],
         help="all (default): one query Kafka -> bronze + silver + PostgreSQL; bronze: Kafka -> bronze only; "
-        "silver: rebuild silver from bronze; gold: live per-minute metrics from silver (docs/gold.md)",
+        "silver: rebuild silver from bronze; gold: live per-minute metrics from silver (docs/gold.md); "
+        "alerts: the per-order alert path beside the stream, no Spark (docs/fraud.md)",
     )
     stream.add_argument("--once", action="store_true", help="process what is available, then stop")
+    stream.add_argument(
+        "--partitions",
+        type=lambda text: [int(p) for p in text.split(",")],
+        help="alerts only: this process's partitions of the orders topic, e.g. 0,1 (default all; docs/fraud.md)",
+    )
 
     rec = add(
         "reconcile",

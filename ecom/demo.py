@@ -4,7 +4,7 @@ Starts the stack (what is not running); on a fresh stack with no registered
 fraud model, backfills history, streams it into silver, trains a first model
 (so scoring works from the first live order) and scores the history with it;
 runs the daily gold batch once if gold was never computed; then starts the
-stream, the live gold metrics, the gold batch on its schedule
+stream, the per-order alert path (``ecom stream alerts``, when ``fraud.fast_path``), the live gold metrics, the gold batch on its schedule
 (``gold.schedule_s``), the data lifecycle (``ecom lifecycle run`` every
 ``retention.schedule_s``, docs/lifecycle.md), the lake maintenance (``ecom
 maintain all``: compaction and VACUUM every ``maintenance.schedule_s``) and the
@@ -145,8 +145,10 @@ def process_commands(settings: Settings) -> dict[str, list[str]]:
     every = str(settings.gold.schedule_s)
     maintain_every = str(settings.maintenance.schedule_s)
     lifecycle_every = str(settings.retention.schedule_s)
+    fast_path = {"stream-alerts": ["stream", "alerts"]} if settings.fraud.fast_path else {}
     return {
         "stream": ["stream", "all"],
+        **fast_path,
         "stream-gold": ["stream", "gold"],
         "gold-batch": ["batch", "daily", "--every", every, "--first-after", every],
         "lifecycle": ["lifecycle", "run", "--every", lifecycle_every, "--first-after", lifecycle_every],
@@ -166,6 +168,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     user_env, demo_password = demo_user()
     gold_batch = ManagedProcess("gold-batch", run_dir)
     gold_stream = ManagedProcess("stream-gold", run_dir)
+    fast_path = ManagedProcess("stream-alerts", run_dir)
     maintain = ManagedProcess("maintain", run_dir)
     lifecycle = ManagedProcess("lifecycle", run_dir)
     ours: list[ManagedProcess] = []
@@ -182,8 +185,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         commands = process_commands(settings)
         print(file=sys.stderr)
         step(f"starting {', '.join(commands)} in the background (`ecom logs NAME` shows each one's log)")
-        for proc in (stream, gold_stream, gold_batch, lifecycle, maintain, dash_proc):
-            if not proc.is_running():
+        for proc in (stream, fast_path, gold_stream, gold_batch, lifecycle, maintain, dash_proc):
+            if proc.name in commands and not proc.is_running():
                 proc.start(
                     [sys.executable, "-m", "ecom.cli", *commands[proc.name]],
                     env={**env, **user_env} if proc is dash_proc else env,

@@ -84,6 +84,25 @@ BATCH_JOB_LAST_SUCCESS = Gauge(
     "ecom_batch_job_last_success_timestamp_seconds", "When the job's newest successful run ended", ["job"]
 )
 
+# -- the per-order alert path (``ecom stream alerts``; process ``stream_alerts``) and its agreement -------
+FAST_PATH_RECORDS = Counter(
+    "ecom_fast_path_records", "Orders-topic records the per-order path read, per outcome", ["outcome"]
+)
+FAST_PATH_ALERTS = Counter(
+    "ecom_fast_path_alerts", "Alerts the per-order path wrote (new) or found written (existing)", ["outcome"]
+)
+FAST_PATH_LATENCY_SECONDS = Histogram(
+    "ecom_fast_path_alert_latency_seconds",
+    "Order's Kafka timestamp to its alert committed in PostgreSQL by the per-order path",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5),
+)
+FAST_PATH_LAST_POLL = Gauge("ecom_fast_path_last_poll_timestamp_seconds", "When the per-order path last polled")
+ALERT_PATH_OUTCOMES = Counter(
+    "ecom_alert_path_outcomes",
+    "The micro-batch's alerts against the per-order path's (confirmed, corrected, withdrawn, micro_batch_only)",
+    ["outcome"],
+)
+
 
 def quarantine_reason(reason: str) -> str:
     """A quarantine reason as counted: a rule's name as it is; a sink's refusal without its message

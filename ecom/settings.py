@@ -306,6 +306,8 @@ class FraudSettings(_Section):
     challenger_min_gain: float = 0.02  # PR-AUC gain over the champion a challenger needs to be promoted
     challenger_max_iter: int = 200
     challenger_learning_rate: float = 0.1
+    fast_path: bool = False  # `ecom up` and `ecom demo` start `ecom stream alerts` (pipelines/alerts)
+    fast_path_max_age_s: float = 600  # the fast path alerts orders younger than this; older ones are the batch's
 
 
 class RetentionSettings(_Section):
@@ -365,6 +367,7 @@ class MetricsPorts(_Section):
     stream_gold: int
     batch: int
     generate: int
+    stream_alerts: int = 9187  # ecom stream alerts (the per-order alert path)
 
 
 class MetricsSettings(_Section):

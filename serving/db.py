@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,8 +346,11 @@ class TableWrite:
     accumulate: Sequence[str] = ()
 
 
-def commit_batch_writes(conn, sink: str, batch_id: int, writes: Sequence[TableWrite]) -> list[int] | None:
-    """Apply one micro-batch's writes exactly once, in one database transaction.
+def commit_batch_writes(
+    conn, sink: str, batch_id: int, writes: Sequence[TableWrite], after: Callable[[object], None] | None = None
+) -> list[int] | None:
+    """Apply one micro-batch's writes exactly once, in one database transaction; ``after(cursor)``, if given,
+    runs in the same transaction after the writes.
 
     Returns the rows written per table, or None if ``(sink, batch_id)`` was
     already committed (a replayed batch changes nothing).
@@ -357,6 +360,8 @@ def commit_batch_writes(conn, sink: str, batch_id: int, writes: Sequence[TableWr
         if batch_seen(cur, sink, batch_id):
             return None
         written = [upsert_rows(cur, w.table, w.columns, w.key, w.rows, w.update, w.accumulate) for w in writes]
+        if after is not None:
+            after(cur)
         mark_committed(cur, sink, batch_id, sum(len(w.rows) for w in writes))
         return written
 

@@ -138,6 +138,12 @@ def cmdline(pid: int) -> str:
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 120.0) -> list[bytes]:
     """Every record value of ``topic``, from the beginning to the end offsets it has now."""
+    return [r.value for r in read_records(settings, topic, timeout_s)]
+
+
+def read_records(settings: Settings, topic: str, timeout_s: float = 120.0) -> list:
+    """Every record of ``topic`` (kafka-python's ``ConsumerRecord``: value, partition, offset, timestamp ...),
+    from the beginning to the end offsets it has now."""
     from kafka import KafkaConsumer, TopicPartition
 
     from ecom.kafka_config import client_kwargs
@@ -151,13 +157,13 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 120.0) -> list
         consumer.assign(parts)
         consumer.seek_to_beginning()
         end = consumer.end_offsets(parts)
-        values: list[bytes] = []
+        values: list = []
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in parts):
             if time.monotonic() > deadline:
                 raise AssertionError(f"could not read {topic} to its end within {timeout_s:.0f}s")
             for records in consumer.poll(timeout_ms=1000).values():
-                values.extend(r.value for r in records)
+                values.extend(records)
         return values
     finally:
         consumer.close()

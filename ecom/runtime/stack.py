@@ -26,7 +26,13 @@ from ecom.runtime.process import ManagedProcess, port_open
 from ecom.settings import Settings
 
 # pid-file names of the processes ``ecom demo`` starts -> their process name in ``metrics.ports``
-PID_FILE_PROCESSES = {"stream": "stream_all", "stream-gold": "stream_gold", "gold-batch": "batch"}
+PID_FILE_PROCESSES = {
+    "stream": "stream_all",
+    "stream-gold": "stream_gold",
+    "gold-batch": "batch",
+    "stream-alerts": "stream_alerts",
+}
+FAST_PATH_PROCESS = "stream-alerts"  # pid-file name of `ecom stream alerts` when `ecom up` or the demo starts it
 
 
 @dataclass
@@ -112,6 +118,21 @@ def up(settings: Settings, log=print) -> None:
         log(f"postgres   passwords set for {', '.join(roles)} (environment or {settings.data_dir}/secrets)")
     prepare_mlflow(settings)
     log(f"mlflow     tracking store and registry at {settings.mlflow.tracking_uri}")
+
+
+def start_fast_path(settings: Settings, log=print) -> ManagedProcess:
+    """Start ``ecom stream alerts`` in the background (``fraud.fast_path``) unless it runs; ``ecom down`` stops
+    it with the other processes."""
+    import sys
+
+    proc = ManagedProcess(FAST_PATH_PROCESS, settings.run_dir)
+    if proc.is_running():
+        log(f"alerts     already running (pid {proc.pid()})")
+    else:
+        env = {"ECOM_PROFILE": settings.profile, "PYTHONUNBUFFERED": "1"}
+        pid = proc.start([sys.executable, "-m", "ecom.cli", "stream", "alerts"], env=env)
+        log(f"alerts     per-order alert path started (pid {pid}; `ecom logs {FAST_PATH_PROCESS}`)")
+    return proc
 
 
 def down(settings: Settings, log=print) -> None:

@@ -9,8 +9,10 @@ same ``alert_id``), then those rows' messages sent to ``fraud-alerts``, then the
 State: the stream's own (``silver.state.CustomerState``: the profile snapshot plus the silver rows after
 it), then every order this path takes. On start each partition is read from the first offset the state
 lacks: records this path handled before a restart are folded in again, but only orders younger than
-``max_age_s`` alert, and their rows exist already, so nothing is written twice. A repeat of an event this
-path has seen (``seen``, bounded) or PostgreSQL holds is not folded in again.
+``max_age_s`` alert, and their rows exist already, so nothing is written twice. A record the micro-batch
+served first (PostgreSQL holds its event at this record's Kafka coordinates) is folded in without an alert:
+the micro-batch's alert is the record's. A repeat of an event (this path has seen it, ``seen``, bounded; or
+PostgreSQL holds it from another record) is not folded in again.
 
 I/O is at the edges (consumer, producer, connection), passed in, so tests use the real broker and database.
 """
@@ -21,21 +23,27 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ecom import metrics
 from ecom.settings import Settings
 from ml.scoring import ChampionTracker
 from pipelines.alerts import step, validate
-from pipelines.silver.sinks import ALERT_COLUMNS, alert_message, rows_of
+from pipelines.silver.faults import kill_point
+from pipelines.silver.sinks import ALERT_COLUMNS, FAST_PATH, alert_message, rows_of
 from pipelines.silver.state import CustomerState
 from serving import db
 
 log = logging.getLogger(__name__)
 
 GROUP_ID = "ecom-fast-alerts"
+PROCESS = "stream_alerts"  # its metrics and /healthz port (metrics.ports)
+# The fast path's rows carry which path wrote them and what it scored (the micro-batch compares, serving/0009).
+FAST_COLUMNS = (*ALERT_COLUMNS, "source", "fast_path_score", "fast_path_model_version")
+_SCORE, _VERSION = ALERT_COLUMNS.index("fraud_score"), ALERT_COLUMNS.index("model_version")
 SEEN_EVENTS = 200_000  # event ids remembered to skip repeats
 MODEL_REFRESH_S = 10.0
 
@@ -46,6 +54,7 @@ class Counts:
     taken: int = 0
     refused: int = 0  # left to the micro-batch (validate.Refused)
     repeats: int = 0
+    behind: int = 0  # served by the micro-batch first: folded into the state, not alerted here
     stale: int = 0  # alerts of orders older than max_age_s: left to the micro-batch
     alerts: int = 0  # rows this path inserted
     alerts_existing: int = 0  # the event had its alert already (the micro-batch, or this path before)
@@ -90,10 +99,10 @@ class FastPath:
         if len(self.seen) > SEEN_EVENTS:
             self.seen.popitem(last=False)
 
-    def decide(self, records: list, now: dt.datetime, stored=lambda event_ids: set()) -> pd.DataFrame:
+    def decide(self, records: list, now: dt.datetime, stored=lambda event_ids: {}) -> pd.DataFrame:
         """The records of one poll -> the alerts to write (ALERT_SCHEMA rows of fresh orders); the state takes
-        every order. ``stored(event_ids)``: those PostgreSQL holds already (their repeats are not folded in
-        again)."""
+        every order. ``stored(event_ids)``: event_id -> (partition, offset) of those PostgreSQL holds already
+        (``stored_events``)."""
         checked = []
         for record in records:
             self.counts.records += 1
@@ -104,11 +113,18 @@ class FastPath:
                 reason = str(exc).split(":")[0]
                 self.counts.by_reason[reason] = self.counts.by_reason.get(reason, 0) + 1
         known = stored([order.event_id for order, _ in checked])
-        taken, ids = [], set()
+        taken, ids, served = [], set(), set()
         for order, record in checked:
-            if order.event_id in self.seen or order.event_id in known or order.event_id in ids:
+            where = known.get(order.event_id)
+            if (
+                order.event_id in self.seen
+                or order.event_id in ids
+                or where not in (None, (record.partition, record.offset))
+            ):
                 self.counts.repeats += 1
                 continue
+            if where is not None:
+                served.add(order.event_id)
             ids.add(order.event_id)
             stamp = dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC)
             taken.append((order, (record.topic, record.partition, record.offset, stamp)))
@@ -120,37 +136,64 @@ class FastPath:
         self.state.apply(done.profiles, rows)
         for event_id in ids:
             self._remember(event_id)
-        fresh = done.alerts["event_time"] >= (now - self.max_age).replace(tzinfo=None)
+        self.counts.behind += len(served)
+        alerts = done.alerts[~done.alerts["event_id"].isin(served)]
+        fresh = alerts["event_time"] >= (now - self.max_age).replace(tzinfo=None)
         self.counts.stale += int((~fresh).sum())
-        return done.alerts[fresh]
+        return alerts[fresh]
 
     def write(self, conn, producer, alerts: pd.DataFrame) -> int:
-        """Insert the alerts PostgreSQL does not hold yet, then send those to Kafka; returns how many were new."""
+        """Insert the alerts PostgreSQL does not hold yet, send those to Kafka, then mark the ones Kafka
+        confirmed as sent (the micro-batch sends the others itself); returns how many were new."""
         if not len(alerts):
             return 0
         rows = rows_of(alerts, ALERT_COLUMNS)
         with conn, conn.cursor() as cur:
-            new = db.insert_new_rows(cur, "fraud_alerts", ALERT_COLUMNS, ("event_id",), rows)
+            new = db.insert_new_rows(
+                cur,
+                "fraud_alerts",
+                FAST_COLUMNS,
+                ("event_id",),
+                [(*r, FAST_PATH, r[_SCORE], r[_VERSION]) for r in rows],
+            )
+        committed = time.time()
+        kill_point("fast_path_inserted")
         self.counts.alerts += len(new)
         self.counts.alerts_existing += len(rows) - len(new)
         fresh = [
             alert for alert in (dict(zip(ALERT_COLUMNS, row, strict=True)) for row in rows) if alert["event_id"] in new
         ]
         for alert in fresh:
-            key, value = alert_message(alert)
-            producer.send(self.settings.kafka.alerts_topic, key=key, value=value)
+            event_time = pd.Timestamp(alert["event_time"]).tz_localize("UTC").timestamp()
+            metrics.FAST_PATH_LATENCY_SECONDS.observe(max(committed - event_time, 0.0))
+        sends = {
+            alert["event_id"]: producer.send(self.settings.kafka.alerts_topic, key=key, value=value)
+            for alert in fresh
+            for key, value in [alert_message(alert)]
+        }
         producer.flush()
-        self.counts.messages += len(fresh)
+        kill_point("fast_path_sent")
+        confirmed = [event_id for event_id, send in sends.items() if send.is_done and send.succeeded()]
+        if confirmed:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "UPDATE fraud_alerts SET fast_path_sent_at = now() WHERE event_id = ANY(%s) AND source = %s",
+                    (confirmed, FAST_PATH),
+                )
+        self.counts.messages += len(confirmed)
         return len(new)
 
 
-def stored_events(conn, event_ids: list[str]) -> set[str]:
-    """The event ids PostgreSQL ``transactions`` holds among ``event_ids``."""
+def stored_events(conn, event_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """event_id -> (Kafka partition, offset) of the events among ``event_ids`` that PostgreSQL
+    ``transactions`` holds (the micro-batch served them)."""
     if not event_ids:
-        return set()
+        return {}
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT event_id FROM transactions WHERE event_id = ANY(%s)", (event_ids,))
-        return {r[0] for r in cur.fetchall()}
+        cur.execute(
+            "SELECT event_id, kafka_partition, kafka_offset FROM transactions WHERE event_id = ANY(%s)", (event_ids,)
+        )
+        return {r[0]: (r[1], r[2]) for r in cur.fetchall()}
 
 
 def consumer_for(settings: Settings, partitions: list[int] | None = None):
@@ -175,9 +218,17 @@ def consumer_for(settings: Settings, partitions: list[int] | None = None):
     return consumer
 
 
-def run(settings: Settings, path: FastPath, consumer, stop, max_records: int = 500, retry_s: float = 1.0) -> Counts:
+def run(
+    settings: Settings,
+    path: FastPath,
+    consumer,
+    stop,
+    max_records: int = 500,
+    retry_s: float = 1.0,
+    on_poll: Callable[[Counts], None] | None = None,
+) -> Counts:
     """Poll, decide, write and commit until ``stop()``; alerts a write could not finish are tried again (a
-    database or broker away) before anything newer is read."""
+    database or broker away) before anything newer is read. ``on_poll(counts)`` after every poll."""
     import psycopg2
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
@@ -201,6 +252,8 @@ def run(settings: Settings, path: FastPath, consumer, stop, max_records: int = 5
                 before = {tp: consumer.position(tp) for tp in consumer.assignment()}
                 batches = consumer.poll(timeout_ms=100, max_records=max_records)
                 records = [r for part in batches.values() for r in part]
+                if on_poll is not None:
+                    on_poll(path.counts)
                 if not records:
                     continue
                 try:
@@ -223,3 +276,66 @@ def run(settings: Settings, path: FastPath, consumer, stop, max_records: int = 5
         if conn is not None:
             conn.close()
     return path.counts
+
+
+class Progress:
+    """``run``'s ``on_poll``: the counts as Prometheus counters (the increase since the last poll), the poll
+    time for ``/healthz``, and a progress line on stderr every ``every_s``."""
+
+    def __init__(self, every_s: float = 10.0, clock=time.monotonic):
+        self.every_s = every_s
+        self.clock = clock
+        self.last_poll = time.time()
+        self._logged_at = clock()
+        self._seen = Counts()
+
+    def __call__(self, counts: Counts) -> None:
+        self.last_poll = time.time()
+        metrics.FAST_PATH_LAST_POLL.set(self.last_poll)
+        for outcome in ("taken", "refused", "repeats", "behind", "stale"):
+            metrics.FAST_PATH_RECORDS.labels(outcome).inc(getattr(counts, outcome) - getattr(self._seen, outcome))
+        for outcome, name in (("new", "alerts"), ("existing", "alerts_existing")):
+            metrics.FAST_PATH_ALERTS.labels(outcome).inc(getattr(counts, name) - getattr(self._seen, name))
+        self._seen = Counts(**{**counts.__dict__, "by_reason": dict(counts.by_reason)})
+        if self.clock() - self._logged_at >= self.every_s:
+            self._logged_at = self.clock()
+            log.info(
+                "fast path: %d records, %d taken, %d left to the micro-batch, %d alerts written, %d found written",
+                counts.records, counts.taken, counts.refused, counts.alerts, counts.alerts_existing,
+            )  # fmt: skip
+
+    def check(self, stale_s: float = 30.0):
+        """``/healthz``: the consumer polled within ``stale_s``."""
+        from ecom.health import Check
+
+        def polled() -> Check:
+            age = time.time() - self.last_poll
+            return Check(age < stale_s, f"last poll {age:.1f} s ago")
+
+        return polled
+
+
+def serve(settings: Settings, stop, partitions: list[int] | None = None, retry_s: float = 5.0) -> Counts:
+    """``ecom stream alerts``: metrics and ``/healthz`` on ``metrics.ports.stream_alerts``, the state loaded and
+    the consumer assigned (tried again every ``retry_s`` while the lake or Kafka is not there yet), then
+    ``run`` until ``stop()``. ``partitions``: this process's share of the orders topic (default all)."""
+    health = metrics.serve(settings, PROCESS)
+    progress = Progress()
+    health.add("polling", progress.check())
+    path = consumer = None
+    while not stop() and consumer is None:
+        try:
+            path = path or FastPath.from_settings(settings)
+            consumer = consumer_for(settings, partitions)
+        except Exception as exc:  # noqa: BLE001 - not there yet: say why and try again
+            log.warning("fast path not started: %s; trying again in %.0f s", str(exc).strip()[:300], retry_s)
+            progress.last_poll = time.time()  # starting is not being stuck
+            time.sleep(retry_s)
+    if consumer is None:
+        return Counts()
+    log.info("fast path: reading %s from %s", settings.kafka.transactions_topic, path.start_offsets(sorted(
+        tp.partition for tp in consumer.assignment())))  # fmt: skip
+    try:
+        return run(settings, path, consumer, stop, on_poll=progress)
+    finally:
+        consumer.close()

@@ -46,6 +46,10 @@ KILL_POINTS = (
     "alerts_sent",  # alerts confirmed by Kafka, not yet recorded
     "batch_done",  # the batch recorded everywhere, Spark's checkpoint commit to come
 )
+FAST_PATH_KILL_POINTS = (  # the per-order alert path (pipelines.alerts.job)
+    "fast_path_inserted",  # alerts inserted in PostgreSQL, not yet sent to Kafka
+    "fast_path_sent",  # alerts sent to Kafka, not yet marked sent
+)
 KILL_AT_ENV = "ECOM_FAULT_KILL_AT"
 
 # The Kafka client's errors that go away by themselves (the broker stopped or restarting, a partition's leader
@@ -143,8 +147,9 @@ def _kill_spec(value: str | None) -> tuple[str, int] | None:
     if not value:
         return None
     point, _, nth = value.partition("@")
-    if point not in KILL_POINTS:
-        raise ValueError(f"{KILL_AT_ENV}={value!r}: unknown point; known: {', '.join(KILL_POINTS)}")
+    if point not in KILL_POINTS + FAST_PATH_KILL_POINTS:
+        known = ", ".join(KILL_POINTS + FAST_PATH_KILL_POINTS)
+        raise ValueError(f"{KILL_AT_ENV}={value!r}: unknown point; known: {known}")
     return point, int(nth or 1)
 
 

@@ -11,6 +11,11 @@ by (stream, batch id).
 - ``AlertSink``: Kafka ``fraud-alerts``, with a bookkeeping row written only once the broker confirmed every
   message of the batch. A replay sends the same messages (same ``alert_id``).
 
+Beside the per-order path (``pipelines.alerts``, which writes an order's alert first): the micro-batch's alert
+values overwrite the fast path's (``ALERT_UPDATE``), the outcome is counted per batch
+(``reconcile_alert_paths``, table ``alert_path_agreement``), fast-path alerts of orders the micro-batch scored
+below the threshold are withdrawn, and the alerts the fast path sent with the confirmed score are not sent again.
+
 ``Sinks`` holds the three; ``SilverBatch`` takes them from settings, tests pass their own (fault injection).
 Grain: one write per (sink, stream, micro-batch).
 """
@@ -32,7 +37,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties
 from deltalake.exceptions import CommitFailedError
 
-from ecom.metrics import quarantine_counts
+from ecom.metrics import ALERT_PATH_OUTCOMES, quarantine_counts
 from ecom.schemas import ALERT_SCHEMA, DUPLICATES_SCHEMA, SILVER_SCHEMA, arrow_schema
 from ecom.settings import LakeSettings, Settings
 from ecom.storage import write_delta
@@ -54,6 +59,11 @@ CUSTOMER_COLUMNS = (
     "customer_id", "customer_email_hash", "first_order_time", "last_order_time", "order_count", "total_amount",
     "avg_amount", "updated_at",
 )  # fmt: skip
+# On conflict with a row the per-order path (pipelines.alerts) wrote first, the micro-batch's values win; the
+# alert keeps its first ``created_at`` (when it was first raised) and its triage.
+ALERT_UPDATE = ("transaction_id", "customer_id", "amount", "fraud_score", "reasons", "model_version", "event_time")
+FAST_PATH = "fast-path"  # fraud_alerts.source of the rows the per-order path wrote
+AGREEMENT_OUTCOMES = ("confirmed", "corrected", "withdrawn", "micro_batch_only")
 RESCORE_COLUMNS = ("event_id", "fraud_score", "is_fraud", "model_version")
 PROGRESS_COLUMNS = ("sink", "batch_id", "progress")
 QUARANTINE_COUNT_COLUMNS = ("minute", "reason", "records")
@@ -270,6 +280,7 @@ class ServingSink:
     def __init__(self, dsn: str):
         self.dsn = dsn
         self._conn = None
+        self.last_agreement: dict[str, int] = {}  # the newest committed batch's (reconcile_alert_paths)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServingSink:
@@ -329,7 +340,9 @@ class ServingSink:
                 customer_rows(plan.customers),
                 update=CUSTOMER_COLUMNS[1:],
             ),  # fmt: skip
-            db.TableWrite("fraud_alerts", ALERT_COLUMNS, ("event_id",), rows_of(plan.alerts, ALERT_COLUMNS)),
+            db.TableWrite(
+                "fraud_alerts", ALERT_COLUMNS, ("event_id",), rows_of(plan.alerts, ALERT_COLUMNS), update=ALERT_UPDATE
+            ),
         ]
         if plan.bronze is not None:  # records arriving from Kafka (the rebuild from bronze counted them before)
             writes.append(quarantine_write(plan, dt.datetime.now(dt.UTC)))
@@ -337,8 +350,13 @@ class ServingSink:
             progress = json.dumps({"refused": [[*record, reason] for record, reason in sorted(refused.items())]})
             row = (self.refusals_sink(stream), batch_id, progress)
             writes.append(db.TableWrite("stream_progress", PROGRESS_COLUMNS, ("sink", "batch_id"), [row]))
+        agreement: dict[str, int] = {}
+
+        def reconcile(cur) -> None:
+            agreement.update(reconcile_alert_paths(cur, self.bookkeeping(stream), batch_id, plan))
+
         try:
-            db.commit_batch_writes(self.connection(), self.bookkeeping(stream), batch_id, writes)
+            db.commit_batch_writes(self.connection(), self.bookkeeping(stream), batch_id, writes, after=reconcile)
         except psycopg2.Error as exc:
             if not refused_by_postgres(exc):
                 raise
@@ -346,6 +364,22 @@ class ServingSink:
             if not found:
                 raise  # not a matter of some rows: the batch fails as before
             raise SinkRefused(self._records(plan, found)) from exc
+        self.last_agreement = agreement
+        for outcome, n in agreement.items():
+            if n:
+                ALERT_PATH_OUTCOMES.labels(outcome).inc(n)
+
+    def sent_by_fast_path(self, event_ids: Sequence[str]) -> set[str]:
+        """The events among ``event_ids`` whose alert the per-order path wrote, and sent to Kafka, with the
+        score and model version the micro-batch confirmed: their message needs no second send."""
+        if not event_ids:
+            return set()
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                f"SELECT event_id FROM fraud_alerts WHERE event_id = ANY(%s) AND {CONFIRMED} AND {SENT}",
+                (list(event_ids),),
+            )
+            return {r[0] for r in cur.fetchall()}
 
     def refusals(self, stream: str, batch_id: int) -> dict[Record, str]:
         """The records an earlier attempt of the batch found refused (committed with its rows)."""
@@ -440,6 +474,54 @@ def quarantine_write(plan: BatchPlan, now: dt.datetime) -> db.TableWrite:
     )
 
 
+# A fast-path row whose score and model version the micro-batch's own equal (scores to 1e-9).
+CONFIRMED = (
+    f"source = '{FAST_PATH}' AND abs(fast_path_score - fraud_score) < 1e-9"
+    " AND fast_path_model_version IS NOT DISTINCT FROM model_version"
+)
+SENT = "fast_path_sent_at IS NOT NULL"  # Kafka confirmed the fast path's message
+
+
+def reconcile_alert_paths(cur, sink: str, batch_id: int, plan: BatchPlan) -> dict[str, int]:
+    """In the micro-batch's transaction, after its alerts were upserted: how its alerts compare with the rows
+    the per-order path wrote first (``AGREEMENT_OUTCOMES``), recorded in ``alert_path_agreement`` when there
+    is anything to compare. The fast path's alerts of the batch's other scored orders (the micro-batch scored
+    them below the threshold) are withdrawn: deleted unless an analyst has triaged them."""
+    alert_ids = [str(e) for e in plan.alerts["event_id"]]
+    scored = plan.served[plan.served["fraud_score"].notna()]  # unscored (no model yet): nothing to withdraw
+    others = sorted(set(map(str, scored["event_id"])) - set(alert_ids))
+    counts = dict.fromkeys(AGREEMENT_OUTCOMES, 0)
+    if alert_ids:
+        cur.execute(
+            f"SELECT count(*) FILTER (WHERE {CONFIRMED}),"
+            f" count(*) FILTER (WHERE source = '{FAST_PATH}' AND NOT ({CONFIRMED})),"
+            f" count(*) FILTER (WHERE source <> '{FAST_PATH}')"
+            " FROM fraud_alerts WHERE event_id = ANY(%s)",
+            (alert_ids,),
+        )
+        counts["confirmed"], counts["corrected"], counts["micro_batch_only"] = cur.fetchone()
+        cur.execute(
+            f"UPDATE fraud_alerts SET reconciled_at = now() WHERE event_id = ANY(%s) AND source = '{FAST_PATH}'"
+            " AND reconciled_at IS NULL",
+            (alert_ids,),
+        )
+    if others:
+        cur.execute(f"SELECT count(*) FROM fraud_alerts WHERE event_id = ANY(%s) AND source = '{FAST_PATH}'", (others,))
+        counts["withdrawn"] = cur.fetchone()[0]
+        if counts["withdrawn"]:
+            cur.execute(
+                f"DELETE FROM fraud_alerts WHERE event_id = ANY(%s) AND source = '{FAST_PATH}' AND status = 'open'",
+                (others,),
+            )
+    if any(counts[k] for k in ("confirmed", "corrected", "withdrawn")):
+        cur.execute(
+            "INSERT INTO alert_path_agreement (sink, batch_id, confirmed, corrected, withdrawn, micro_batch_only)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sink, batch_id) DO NOTHING",
+            (sink, batch_id, *(counts[k] for k in AGREEMENT_OUTCOMES)),
+        )
+    return counts
+
+
 class AlertSink:
     """Kafka ``fraud-alerts``, once per batch: the bookkeeping row is written after the broker confirmed."""
 
@@ -463,7 +545,8 @@ class AlertSink:
         every one of them. Otherwise ``AlertsNotConfirmed`` (or the client's error): the batch tries again."""
         if self.published(stream, batch_id):
             return
-        rows = rows_of(alerts, ALERT_COLUMNS)
+        sent = self.bookkeeping.sent_by_fast_path(list(alerts["event_id"])) if len(alerts) else set()
+        rows = [row for row in rows_of(alerts, ALERT_COLUMNS) if row[1] not in sent]
         messages = [alert_message(dict(zip(ALERT_COLUMNS, row, strict=True))) for row in rows]
         if messages:
             producer = self.producer()

@@ -86,6 +86,9 @@ class Bookkeeping:
     def record(self, sink, batch_id, row_count):
         self.rows[(sink, batch_id)] = row_count
 
+    def sent_by_fast_path(self, event_ids):
+        return set()  # no per-order path here
+
 
 class Producer:
     """A kafka-python producer stand-in: each send fails (``failing``) or is confirmed; flush never raises."""
