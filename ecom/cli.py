@@ -98,6 +98,7 @@ def cmd_stream_alerts(settings: Settings, partitions: list[int] | None) -> int:
     from pipelines.alerts import job
 
     pii_key(settings)  # a missing key fails here, before anything starts
+    os.nice(max(settings.fraud.fast_path_nice, 0))  # the stream, not the fast path, gets the cores it is short of
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("pipelines", "ml", "ecom"):
         logging.getLogger(name).setLevel(logging.INFO)

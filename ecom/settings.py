@@ -308,6 +308,7 @@ class FraudSettings(_Section):
     challenger_learning_rate: float = 0.1
     fast_path: bool = False  # `ecom up` and `ecom demo` start `ecom stream alerts` (pipelines/alerts)
     fast_path_max_age_s: float = 600  # the fast path alerts orders younger than this; older ones are the batch's
+    fast_path_nice: int = 10  # the fast path's CPU priority (Unix nice): under contention the stream goes first
 
 
 class RetentionSettings(_Section):

@@ -24,6 +24,7 @@ whatever the raw scale of a new forest, the alert share stays ``alert_rate``.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
 from ml.features import FEATURE_COLUMNS
+from ml.forest import CompiledForest
 
 CONTEXT_COLUMNS = ("currency", "ip_country", "shipping_country")
 INPUT_COLUMNS = (*FEATURE_COLUMNS, *CONTEXT_COLUMNS)
@@ -198,6 +200,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.0f} hours"
 
 
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # fitted forest -> its CompiledForest
+
+
+def compiled(forest) -> CompiledForest:
+    """The forest's ``CompiledForest`` (made once per fitted forest in this process; not pickled with it)."""
+    found = _COMPILED.get(forest)
+    if found is None:
+        found = _COMPILED[forest] = CompiledForest(forest)
+    return found
+
+
 @dataclass
 class FraudScorer:
     """A fitted model + calibration + reasons. ``score(pdf)`` -> fraud_score (0-100) and fraud_reasons."""
@@ -217,7 +230,11 @@ class FraudScorer:
     def raw_scores(self, pdf: pd.DataFrame) -> np.ndarray:
         """The model's own score, higher = more suspicious."""
         if self.kind == "isolation_forest":
-            return -self.pipeline.score_samples(pdf)
+            *steps, (_, forest) = self.pipeline.steps
+            features = pdf
+            for _, step in steps:
+                features = step.transform(features)
+            return -compiled(forest).score_samples(features)
         return self.pipeline.predict_proba(pdf)[:, 1]
 
     def score(self, pdf: pd.DataFrame) -> pd.DataFrame:
