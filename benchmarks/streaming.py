@@ -15,7 +15,8 @@ all`` as a separate process, and drives the simulator on this same machine.
   i.e. bronze, silver and PostgreSQL all keep up. ``sustained_tx_per_s`` is
   the highest sustained step.
 
-``--fast-path`` runs the per-order alert path (``ecom stream alerts``) beside the stream, on the same
+``--model`` scores with a forest fitted here (in the run's own registry); ``--fast-path`` runs the per-order
+alert path (``ecom stream alerts``) beside the stream, on the same
 topic, lake and database: the stream's rate with and without it is what the fast path costs.
 
 Prints one JSON object as its last line.
@@ -80,6 +81,18 @@ class LatencyProbe:
             conn.close()
 
 
+def register_forest(settings) -> None:
+    """A forest fitted on 30,000 simulated orders, registered as the champion of ``settings``' registry."""
+    from datetime import UTC, datetime
+
+    from benchmarks.fraud import register_champion, simulate, with_features
+    from ml.train import fit_isolation_forest
+
+    log("fitting a forest on 30,000 simulated orders ...")
+    train = with_features(simulate(settings, 101, 30_000, 30, datetime.now(UTC)))
+    register_champion(settings, fit_isolation_forest(train, settings.fraud), train, train.tail(1000))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency-rate", type=float, default=1000)
@@ -88,18 +101,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step-seconds", type=float, default=60)
     parser.add_argument("--trigger", default="0 seconds", help="stream trigger interval for the run")
     parser.add_argument("--partitions", type=int, default=3, help="partitions of the run's orders topic (default 3)")
+    parser.add_argument("--model", action="store_true",
+                        help="score with a forest fitted on 30,000 simulated orders (its own registry); default: "
+                        "the profile's champion, if any")  # fmt: skip
     parser.add_argument("--fast-path", action="store_true",
                         help="run the per-order alert path (ecom stream alerts) beside the stream: its cost")  # fmt: skip
     args = parser.parse_args(argv)
 
     base = bench_settings()
     result: dict = {"benchmark": "streaming", "partitions": args.partitions, "fast_path": args.fast_path}
+    result["model"] = "fitted" if args.model else "profile champion"
     result["machine"] = machine_info()
     started = time.monotonic()
     with (
         services(base),
         scratch_stream(
-            base, "streaming", trigger=args.trigger, partitions=args.partitions, fast_path=args.fast_path
+            base,
+            "streaming",
+            trigger=args.trigger,
+            partitions=args.partitions,
+            fast_path=args.fast_path,
+            own_registry=args.model,
+            prepare=register_forest if args.model else None,
         ) as stream,
     ):
         dsn = stream.dsn

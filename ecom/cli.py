@@ -88,6 +88,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return run_generate(_settings(args), args)
 
 
+def lower_priority(nice: int) -> None:
+    """Run this process at ``nice``. Where the kernel groups processes by session (autogroup), nice only ranks
+    processes within a group, so a process in a session of its own (as ``ecom up`` and the demo start it)
+    lowers its group's too; one started from a shell leaves the shell's session alone."""
+    if nice <= 0:
+        return
+    os.nice(nice)
+    autogroup = "/proc/self/autogroup"
+    if os.getsid(0) == os.getpid() and os.path.exists(autogroup):
+        try:
+            with open(autogroup, "w") as f:
+                f.write(str(nice))
+        except OSError:  # not allowed here: the process-level nice stands
+            pass
+
+
 def cmd_stream_alerts(settings: Settings, partitions: list[int] | None) -> int:
     """``ecom stream alerts``: the per-order alert path (pipelines.alerts.job) until Ctrl-C or SIGTERM."""
     import logging
@@ -98,7 +114,7 @@ def cmd_stream_alerts(settings: Settings, partitions: list[int] | None) -> int:
     from pipelines.alerts import job
 
     pii_key(settings)  # a missing key fails here, before anything starts
-    os.nice(max(settings.fraud.fast_path_nice, 0))  # the stream, not the fast path, gets the cores it is short of
+    lower_priority(settings.fraud.fast_path_nice)  # the stream, not the fast path, gets the cores it is short of
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("pipelines", "ml", "ecom"):
         logging.getLogger(name).setLevel(logging.INFO)
