@@ -70,10 +70,14 @@ def clean_python(target: Path) -> Path:
     )  # fmt: skip
     (site / "ecom-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     python = target / "bin" / "python"
-    # (from a folder of its own: `python -c` puts the working directory on the path)
-    deps = subprocess.run([str(python), "-c", "import pyspark, deltalake, pandas"], cwd=target, capture_output=True)
+    # (from a folder of its own: `python -c` puts the working directory on the path; without a PYTHONPATH that
+    # may name a checkout, as spark_submit runs it)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    deps = subprocess.run(
+        [str(python), "-c", "import pyspark, deltalake, pandas"], cwd=target, env=env, capture_output=True
+    )
     assert deps.returncode == 0, deps.stderr.decode()[-2000:]
-    project = subprocess.run([str(python), "-c", "import ecom"], cwd=target, capture_output=True)
+    project = subprocess.run([str(python), "-c", "import ecom"], cwd=target, env=env, capture_output=True)
     assert project.returncode != 0, "the clean interpreter must not import ecom from the checkout"
     return python
 
