@@ -27,7 +27,7 @@ test: ## set up (incl. browser) and run every test: unit, integration, end to en
 chaos: setup ## fault suite on the real local stack (outages, kill -9, fuzzing, ~1 h); table in docs/chaos.md
 	@.venv/bin/python -m tests.chaos --doc docs/chaos.md
 
-test-cluster: setup ## tests beyond one machine (marker cluster: a 3-broker Kafka losing a broker under load, ...)
+test-cluster: setup ## tests beyond one machine (Spark standalone, S3 lake, 3-broker Kafka; about 12 min, not in CI)
 	@.venv/bin/pytest -m cluster
 
 test-unit: setup ## unit tests only

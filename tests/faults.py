@@ -9,6 +9,7 @@ them from the JUnit XML report into its table.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -34,17 +35,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def bindable(port: int) -> bool:
+    """Nothing holds ``port`` on 127.0.0.1 now: a socket can bind it."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports_in(ports: Iterable[int], count: int) -> list[int]:
+    """The first ``count`` of ``ports`` (in the order given) that nothing listens on now."""
+    ports = list(ports)
+    found = list(itertools.islice((port for port in ports if bindable(port)), count))
+    if len(found) < count:
+        raise RuntimeError(f"fewer than {count} free ports in {ports[0]}-{ports[-1]}")
+    return found
+
+
 def free_port_in(ports: Iterable[int]) -> int:
     """The first of ``ports`` (in the order given) that nothing listens on now."""
-    ports = list(ports)
-    for port in ports:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {ports[0]}-{ports[-1]}")
+    return free_ports_in(ports, 1)[0]
 
 
 def run_to_end(cmd: list[str], env: dict[str, str], cwd, timeout_s: float, what: str) -> str:

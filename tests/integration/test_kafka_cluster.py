@@ -12,7 +12,8 @@ of the orders topic is killed (SIGKILL). Afterwards, with that broker still down
 
 then the broker is started again and catches up: every partition has three in-sync replicas.
 
-Marker ``cluster``: run by ``make test-cluster`` (a few minutes), not by the default ``pytest``.
+The tests share one cluster (started once); the broker test runs last. Marker ``cluster``: run by ``make
+test-cluster``, not by the default ``pytest``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -32,10 +34,10 @@ import pytest
 from ecom.kafka_config import client_kwargs
 from ecom.runtime.kafka import EmbeddedKafka, ensure_topics
 from ecom.runtime.process import port_open, wait_until
-from serving.db import connection
+from serving.db import connection, drop_database, recreate_database
 from simulator.generator import TransactionSimulator
 from simulator.runner import run_live
-from tests.conftest import shop_environment
+from tests.conftest import isolated_settings, shop_environment
 from tests.integration.test_kafka_outage import Tracked, assert_acknowledged_arrived_once
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
@@ -133,15 +135,20 @@ def kill_node(node) -> None:
     assert wait_until(lambda: not node.process.is_running(), 30), f"node {node.node_id} did not die"
 
 
-@pytest.fixture
-def cluster(isolated, tmp_path):
-    settings = cluster_settings(isolated, tmp_path / "cluster")
+@pytest.fixture(scope="module")
+def cluster(stack, tmp_path_factory):
+    """One cluster for the module's tests, with a topic, lake and database of their own. The test that kills a
+    broker runs last and starts it again."""
+    root = tmp_path_factory.mktemp("kafka-cluster")
+    settings = cluster_settings(isolated_settings(stack, root / "isolated", uuid.uuid4().hex[:10]), root / "cluster")
+    recreate_database(settings.postgres.dsn)
     kafka = EmbeddedKafka(settings)
     try:
         kafka.start()
         yield settings, kafka
     finally:
         kafka.stop()
+        drop_database(settings.postgres.dsn)
 
 
 def test_topics_of_a_three_broker_cluster_have_three_replicas_two_in_sync(cluster):
@@ -154,8 +161,15 @@ def test_topics_of_a_three_broker_cluster_have_three_replicas_two_in_sync(cluste
         assert min_insync_replicas(settings, topic) == "2"
 
 
+def test_ensure_topics_on_a_running_cluster_is_idempotent(cluster):
+    settings, _ = cluster
+    ensure_topics(settings)
+    ensure_topics(settings)
+    assert all(len(p["replicas"]) == 3 for p in describe(settings, settings.kafka.transactions_topic))
+
+
 @pytest.mark.timeout(1200)
-def test_a_broker_killed_under_load_loses_no_acknowledged_order_down_to_postgres(cluster, tmp_path, record_property):
+def test_a_broker_killed_under_load_loses_no_acknowledged_order_down_to_postgres(cluster, record_property):
     settings, kafka = cluster
     topic = settings.kafka.transactions_topic
     victim_id = describe(settings, topic)[0]["leader"]
@@ -214,10 +228,3 @@ def test_a_broker_killed_under_load_loses_no_acknowledged_order_down_to_postgres
     # The broker comes back and catches up.
     assert kafka.start()
     assert wait_until(lambda: all(p["isr"] == [1, 2, 3] for p in describe(settings, topic)), 120, 2)
-
-
-def test_ensure_topics_on_a_running_cluster_is_idempotent(cluster):
-    settings, _ = cluster
-    ensure_topics(settings)
-    ensure_topics(settings)
-    assert all(len(p["replicas"]) == 3 for p in describe(settings, settings.kafka.transactions_topic))

@@ -1,15 +1,18 @@
 """The lake on an S3-compatible store: moto's S3 server on 127.0.0.1, ``s3a://`` for Spark and delta-rs alike.
 
 The whole path runs with the lake and the checkpoints in a bucket: the ingest stream (``--once``), the daily
-gold batch, the lifecycle (a backfill of 120 days, so rows past the 90-day horizon move to the archive
+gold batch, the lifecycle (a hot horizon of a week and a backfill past it, so rows move to the archive
 tables), ``ecom sql`` over the bucket's tables, and ``ecom reconcile``, which must be exact. Credentials and
-the endpoint come only from the standard AWS environment variables (``ecom.storage``).
+the endpoint come only from the standard AWS environment variables (``ecom.storage``). The horizon is short
+so that the orders span few days: every event date is a partition of silver, and each of its files costs
+Spark and delta-rs several requests to the store.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -24,7 +27,8 @@ from tests.faults import free_port_in
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 ORDERS = 600
-DAYS = 120  # past the 90-day hot horizon: the lifecycle has months to archive
+HOT_DAYS = 7  # retention.days: the hot horizon
+DAYS = 12  # the backfill: past the horizon, so the lifecycle has rows to archive
 MALFORMED = b'{"event_id": "broken", "amount": '
 PORTS = range(59150, 59200)  # this test's S3 server takes the first free one
 
@@ -64,12 +68,14 @@ def keys(client, bucket: str, prefix: str) -> list[str]:
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
-def test_the_whole_path_runs_on_an_s3_lake(isolated, s3, tmp_path):
+def test_the_whole_path_runs_on_an_s3_lake(isolated, s3, tmp_path, monkeypatch):
     client, bucket = s3
     lake = isolated.lake.model_copy(
         update={"root": f"s3a://{bucket}/lake", "checkpoints": f"s3a://{bucket}/checkpoints"}
     )
-    settings = with_registry(isolated, tmp_path / "registry").model_copy(update={"lake": lake})
+    retention = isolated.retention.model_copy(update={"days": HOT_DAYS})
+    settings = with_registry(isolated, tmp_path / "registry").model_copy(update={"lake": lake, "retention": retention})
+    monkeypatch.setenv("ECOM_RETENTION__DAYS", str(HOT_DAYS))  # the same horizon for every ecom command
 
     producer = TransactionProducer(settings)
     generated = list(
@@ -99,13 +105,19 @@ def test_the_whole_path_runs_on_an_s3_lake(isolated, s3, tmp_path):
     assert (report.produced, report.bronze, report.silver, report.quarantine, report.duplicates) == (
         ORDERS + 1, ORDERS + 1, ORDERS, 1, 0,
     )  # fmt: skip
-    assert json.loads(run_ecom(settings, "reconcile", "--json"))["ok"] is True
 
-    # ecom sql reads the bucket's tables by name, through delta-rs with the same credentials.
-    out = run_ecom(settings, "sql", "select count(*) as n from silver.transactions", "--format", "json")
+    # ecom reconcile, and ecom sql reading the bucket's tables by name through delta-rs with the same
+    # credentials: three commands that only read, run at once.
+    commands = (
+        ("reconcile", "--json"),
+        ("sql", "select count(*) as n from silver.transactions", "--format", "json"),
+        ("sql", "select count(*) as n from gold.customers", "--format", "json"),
+    )
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        reconciled, hot_count, customer_count = pool.map(lambda args: json.loads(run_ecom(settings, *args)), commands)
+    assert reconciled["ok"] is True
     hot = delta_table(settings.lake.table("silver", "transactions")).to_pyarrow_table(columns=["event_id"])
-    assert json.loads(out) == [{"n": hot.num_rows}]
+    assert hot_count == [{"n": hot.num_rows}]
     assert hot.num_rows == ORDERS - archived
-    out = run_ecom(settings, "sql", "select count(*) as n from gold.customers", "--format", "json")
     customers = {g.event["customer_id"] for g in generated}
-    assert json.loads(out) == [{"n": len(customers)}]
+    assert customer_count == [{"n": len(customers)}]

@@ -1,12 +1,14 @@
 """The stages on a Spark standalone cluster equal a local-mode run; the project works as a wheel.
 
-A master and two workers (1 core, 1 GB each) start from pyspark's own Spark distribution on 127.0.0.1. The
-project goes to the driver and the executors as its wheel (``--py-files``), run by an interpreter that cannot
-import the checkout; the job files are the wheel's. The same orders go through the ingest stream (Kafka ->
-bronze + silver + PostgreSQL, ``--once``), the live minute metrics (``--once``) and the daily gold batch, once
-on the cluster and once with ``--master local[2]``, each into a lake and database of its own on this machine's
-disk (the workers share it). Reconcile must be exact for both, and every lake table and the PostgreSQL tables
-must hold the same rows (counts and a checksum of the rows without their processing times).
+A master and two workers (1 core, 1 GB each) start from pyspark's own Spark distribution on 127.0.0.1, on free
+ports. The project goes to the driver and the executors as its wheel (``--py-files``), run by an interpreter
+that cannot import the checkout; the job files are the wheel's. The same orders go through the ingest stream
+(Kafka -> bronze + silver + PostgreSQL, ``--once``), the live minute metrics (``--once``) and the daily gold
+batch, each into a lake, a database and a model registry of its own on this machine's disk (the workers share
+it): on the cluster, each stage its own ``spark-submit`` (an application of the cluster); and, at the same
+time, with ``--master local[2]``, every stage in one driver (``stages.py``). Reconcile must be exact for both,
+and every lake table and the PostgreSQL tables must hold the same rows (counts and a checksum of the rows
+without their processing times).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -57,6 +61,7 @@ STAGES = (
     ("pipelines/gold/live.py", ["--once"]),  # silver -> live minute metrics
     ("pipelines/gold/job.py", ["daily"]),  # the daily gold batch
 )
+IN_ONE_DRIVER = Path(__file__).with_name("stages.py")  # job files one after another in one driver
 
 
 @pytest.fixture(scope="module")
@@ -129,23 +134,57 @@ def pg_fingerprints(settings: Settings) -> dict[str, tuple[int, str]]:
     return found
 
 
-def run_stages(settings: Settings, master: str, shipped, work: Path) -> float:
-    """Every stage on ``master``, in order, with the shipped wheel; seconds taken."""
-    archive, app, python = shipped
-    env = {**child_environment(settings), "ECOM_PII_KEY": PII_KEY, "ECOM_HOME": str(work / "home")}
-    jars = spark_jars(settings)
-    as_of = dt.datetime.now(dt.UTC).date().isoformat()
-    started = dt.datetime.now(dt.UTC)
+def stage_runs(settings: Settings, app: Path, as_of: str) -> list[list[str]]:
+    """Each stage's job file (the wheel's) and arguments, in order."""
+    runs = []
     for job, args in STAGES:
         args = [*args, "--as-of", as_of] if job.endswith("gold/job.py") else args
-        spark_submit(
-            app / job, [*args, "--profile", settings.profile], master=master, python=python, py_files=archive,
-            jars=jars, env=env, cwd=work,
-        )  # fmt: skip
-    return (dt.datetime.now(dt.UTC) - started).total_seconds()
+        runs.append([str(app / job), *args, "--profile", settings.profile])
+    return runs
 
 
-def test_stages_on_a_standalone_cluster_equal_local_mode(isolated, shipped, tmp_path):
+def submit(settings: Settings, master: str, shipped, work: Path, run: list[str], timeout_s: float) -> None:
+    """``spark-submit JOB ARGS`` (``run``) on ``master`` with the shipped wheel, in ``work`` (its own
+    ``ECOM_HOME``)."""
+    archive, _, python = shipped
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**child_environment(settings), "ECOM_PII_KEY": PII_KEY, "ECOM_HOME": str(work / "home")}
+    job, *args = run
+    spark_submit(
+        Path(job), args, master=master, python=python, py_files=archive, jars=spark_jars(settings), env=env,
+        cwd=work, timeout_s=timeout_s,
+    )  # fmt: skip
+
+
+def run_on_cluster(settings: Settings, url: str, shipped, work: Path, as_of: str) -> float:
+    """Every stage on the cluster, each its own application; seconds taken."""
+    started = time.monotonic()
+    for run in stage_runs(settings, shipped[1], as_of):
+        submit(settings, url, shipped, work, run, timeout_s=600)
+    return time.monotonic() - started
+
+
+def run_in_local_mode(settings: Settings, shipped, work: Path, as_of: str) -> float:
+    """Every stage with ``local[2]``, one after another in one driver (``stages.py``); seconds taken."""
+    started = time.monotonic()
+    in_one = [str(IN_ONE_DRIVER)]
+    for i, run in enumerate(stage_runs(settings, shipped[1], as_of)):
+        in_one += [*(["--"] if i else []), *run]
+    submit(settings, "local[2]", shipped, work, in_one, timeout_s=600 * len(STAGES))
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A standalone master and two workers, starting (``wait_for_workers``); stopped afterwards."""
+    cluster = StandaloneCluster(tmp_path / "cluster")
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def test_stages_on_a_standalone_cluster_equal_local_mode(cluster, isolated, shipped, tmp_path):
     settings = with_registry(isolated, tmp_path / "registry")  # no champion: both runs score alike (not at all)
     producer = TransactionProducer(settings)
     for g in TransactionSimulator(settings.simulator, seed=11).backfill(ORDERS, days=20):
@@ -154,24 +193,27 @@ def test_stages_on_a_standalone_cluster_equal_local_mode(isolated, shipped, tmp_
     producer.close()
     assert producer.stats.failed == 0
 
-    # The local-mode run: the same topic into a lake and a database of its own.
+    # The local-mode run: the same topic into a lake, a database and an (empty) registry of its own.
     local_lake = settings.lake.model_copy(
         update={"root": f"{tmp_path}/local/lake", "checkpoints": f"{tmp_path}/local/checkpoints"}
     )
     local_db = settings.postgres.model_copy(update={"database": f"{settings.postgres.database}_local"})
-    local = settings.model_copy(update={"lake": local_lake, "postgres": local_db})
+    local = with_registry(settings, tmp_path / "local" / "registry").model_copy(
+        update={"lake": local_lake, "postgres": local_db}
+    )
     recreate_database(local.postgres.dsn)
+    as_of = dt.datetime.now(dt.UTC).date().isoformat()
     work = tmp_path / "work"
-    work.mkdir()
     try:
-        cluster = StandaloneCluster(tmp_path / "cluster").start()
-        try:
-            cluster_s = run_stages(settings, cluster.url, shipped, work)
+        # Both runs at once: the machine's cores are idle for much of either (JVM start-ups, scheduling).
+        with ThreadPoolExecutor(max_workers=1) as background:
+            local_run = background.submit(run_in_local_mode, local, shipped, work / "local", as_of)
+            cluster.wait_for_workers()
+            cluster_s = run_on_cluster(settings, cluster.url, shipped, work / "cluster", as_of)
             state = cluster.state()
-        finally:
             cluster.stop()
-        local_s = run_stages(local, "local[2]", shipped, work)
-        print(f"stages on the cluster {cluster_s:.0f} s, in local mode {local_s:.0f} s")
+            local_s = local_run.result()
+        print(f"stages on the cluster {cluster_s:.0f} s, in local mode (at the same time) {local_s:.0f} s")
 
         # Every stage ran as an application of the cluster, with executors on both workers.
         apps = state["completedapps"] + state["activeapps"]
