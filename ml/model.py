@@ -2,6 +2,8 @@
 
 Input: a pandas frame with ``ml.features.FEATURE_COLUMNS`` plus ``currency``
 (and, for the wording of reasons only, ``ip_country``, ``shipping_country``).
+A scorer remembers the columns it was fitted on (``FraudScorer.input_columns``)
+and is given those: a model trained before a feature was added keeps scoring.
 Output of ``FraudScorer.score``: one row per input row with ``fraud_score``
 (float, 0-100, higher = more suspicious) and ``fraud_reasons`` (list of
 strings, empty when nothing stands out). The alert decision
@@ -35,6 +37,13 @@ from ml.features import FEATURE_COLUMNS
 
 CONTEXT_COLUMNS = ("currency", "ip_country", "shipping_country")
 INPUT_COLUMNS = (*FEATURE_COLUMNS, *CONTEXT_COLUMNS)
+# The input columns of models fitted before the velocity features, written out: a released list never changes.
+# Scorers pickled then have no ``input_columns`` of their own and take this one.
+FIRST_INPUT_COLUMNS = (
+    "amount_value", "hour_of_day", "day_of_week", "prior_tx_count", "prior_avg_amount", "amount_to_avg_ratio",
+    "amount_zscore", "seconds_since_last_order", "is_new_device", "is_new_ip_country", "is_country_mismatch",
+    "currency", "ip_country", "shipping_country",
+)  # fmt: skip
 OUTPUT_COLUMNS = ("fraud_score", "fraud_reasons")
 
 # Model inputs derived from the silver feature columns (FraudFeatures.transform).
@@ -50,6 +59,11 @@ DERIVED_FEATURES = (
     "hour_cos",
     "day_of_week_sin",
     "day_of_week_cos",
+    "log_customer_orders_10m",  # log(1 + the customer's orders in the 10 minutes before)
+    "log_customer_orders_1h",
+    "log_device_orders_10m",  # log(1 + orders from the device in the 10 minutes before); 0 without a device
+    "log_device_orders_1h",
+    "device_payment_methods_1h",  # payment methods from the device in the hour, this order's included; 1 without
 )
 # Day of week carries no fraud signal in the simulated shop and dilutes the forest's isolation
 # (docs/fraud.md, ablation), so the default model leaves it out; add it back in conf `fraud.model_features`.
@@ -111,6 +125,9 @@ class FraudFeatures(BaseEstimator, TransformerMixin):
         out["hour_cos"] = np.cos(2 * np.pi * hour / 24)
         out["day_of_week_sin"] = np.sin(2 * np.pi * dow / 7)
         out["day_of_week_cos"] = np.cos(2 * np.pi * dow / 7)
+        for name in ("customer_orders_10m", "customer_orders_1h", "device_orders_10m", "device_orders_1h"):
+            out[f"log_{name}"] = np.log1p(_float(X, name).clip(lower=0.0)).fillna(0.0)
+        out["device_payment_methods_1h"] = _float(X, "device_payment_methods_1h").clip(lower=1.0).fillna(1.0)
         return out
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -209,6 +226,9 @@ class FraudScorer:
     reasons_min_score: float = 50.0  # reasons are worded only for orders at or above this score
     max_reasons: int = 3
     metadata: dict = field(default_factory=dict)
+    # The columns the model was fitted on, set by ``fit_calibrated``; a scorer pickled before this field existed
+    # reads the class default.
+    input_columns: tuple[str, ...] = FIRST_INPUT_COLUMNS
 
     @property
     def features(self) -> FraudFeatures:
@@ -221,8 +241,11 @@ class FraudScorer:
         return self.pipeline.predict_proba(pdf)[:, 1]
 
     def score(self, pdf: pd.DataFrame) -> pd.DataFrame:
-        """``fraud_score`` (float 0-100) and ``fraud_reasons`` (list[str]) for each row, same index."""
+        """``fraud_score`` (float 0-100) and ``fraud_reasons`` (list[str]) for each row, same index.
+
+        Only ``input_columns`` are read: columns added to silver after the model was fitted are left out."""
         out = pd.DataFrame(index=pdf.index)
+        pdf = pdf[[c for c in self.input_columns if c in pdf.columns]]
         if pdf.empty:
             out["fraud_score"] = pd.Series(dtype="float64")
             out["fraud_reasons"] = pd.Series(dtype="object")
@@ -364,6 +387,7 @@ def fit_calibrated(
         ),
         reasons_min_score=reasons_min_score,
         metadata=dict(metadata or {}),
+        input_columns=tuple(c for c in INPUT_COLUMNS if c in train.columns),
     )
     raw = scorer.raw_scores(train)
     if policy is not None:
@@ -373,10 +397,11 @@ def fit_calibrated(
     return scorer
 
 
-def model_input(pdf: pd.DataFrame) -> pd.DataFrame:
-    """The scorer's input columns with stable dtypes (float features, bool flags, string context)."""
+def model_input(pdf: pd.DataFrame, columns: tuple[str, ...] = INPUT_COLUMNS) -> pd.DataFrame:
+    """The scorer's input columns with stable dtypes (float features, bool flags, string context); a column
+    ``pdf`` lacks is missing (NaN) for every row."""
     out = pd.DataFrame(index=pdf.index)
-    for name in INPUT_COLUMNS:
+    for name in columns:
         if name.startswith("is_"):
             out[name] = _flag(pdf, name)
         elif name in CONTEXT_COLUMNS:

@@ -284,6 +284,7 @@ class SilverBatch:
                     write_bronze=self.write_bronze,
                     pipeline_version=__version__,
                     now=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                    recent=self.state.recent,
                 )
                 timer.mark("features")
                 try:
@@ -305,7 +306,7 @@ class SilverBatch:
                 raise
             timer.mark("lake")
             kill_point("lake_committed")
-            self.state.apply(plan.profiles, plan.silver)
+            self.state.apply(plan.profiles, plan.silver, plan.recent)
             if self.state.snapshot_due(self.settings.stream.profiles_snapshot_s):
                 self.state.snapshot(self.lake.table("silver", "customer_profiles"))
                 timer.mark("profiles")

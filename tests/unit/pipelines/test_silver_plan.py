@@ -9,6 +9,7 @@ import pytest
 
 from ecom.schemas import BRONZE_SCHEMA, QUARANTINE_SCHEMA, SILVER_BASE_COLUMNS, SILVER_SCHEMA, arrow_schema
 from ml.features import Profile
+from ml.model import INPUT_COLUMNS
 from pipelines.silver import plan as p
 from pipelines.silver.transforms import alert_id
 
@@ -123,6 +124,8 @@ def test_a_retry_serves_again_what_the_first_attempt_wrote_to_silver():
 
 class FlagsBigOrders:
     """A stand-in model: 95 for orders above 1,000, else 5."""
+
+    input_columns = INPUT_COLUMNS
 
     def score(self, pdf: pd.DataFrame) -> pd.DataFrame:
         scores = [95.0 if a > 1000 else 5.0 for a in pdf["amount_value"]]
