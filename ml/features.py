@@ -174,8 +174,8 @@ class RecentOrders:
     """The orders of the last ``RETAINED`` before the newest one, by customer and by device (velocity's state).
 
     Each list is in (event_time, event_id) order. An order is one tuple shared by its customer's and its device's
-    list. Memory: about 200 bytes per order in the window. ``base``: the window this one takes its lists from
-    on first use (``apply_history`` copies only the customers and devices a batch touches).
+    list. Memory: about 300 bytes per order in the window, its event id included. ``base``: the window this one
+    takes its lists from on first use (``apply_history`` copies only the customers and devices a batch touches).
 
     An order more than ``LATE_MARGIN`` older than the newest order seen (or than a later order of its customer
     or device) may find the start of its hour dropped already: its counts can be short.

@@ -26,7 +26,7 @@ the silver rows of ``RETAINED`` before silver's newest event_time
 Input: ``silver/customer_profiles`` and ``silver/transactions`` (read with
 delta-rs, no Spark job). Output: ``silver/customer_profiles`` (grain: one row
 per customer). Memory: one small object per customer (about 1 KB), and about
-200 bytes per order of the window.
+300 bytes per order of the window.
 """
 
 from __future__ import annotations
