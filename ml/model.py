@@ -69,6 +69,8 @@ DERIVED_FEATURES = (
 # (docs/fraud.md, ablation), so the default model leaves it out; add it back in conf `fraud.model_features`.
 DEFAULT_MODEL_FEATURES = tuple(f for f in DERIVED_FEATURES if not f.startswith("day_of_week"))
 NO_PREVIOUS_ORDER_LOG10_S = 7.0
+RECENT_BURST = "recent_orders_10m"  # a reason: at least BURST_ORDERS earlier orders of the customer or device
+BURST_ORDERS = 2  # in the 10 minutes before
 
 
 def _float(pdf: pd.DataFrame, column: str) -> pd.Series:
@@ -183,6 +185,7 @@ class ReasonReference:
             quantiles[name] = np.quantile(values, cls.LEVELS) if len(values) else np.zeros(len(cls.LEVELS))
         binary = ("is_new_device_known_customer", "is_new_ip_country_known_customer", "is_country_mismatch")
         rates = {name: float(derived[name].mean()) for name in binary}
+        rates[RECENT_BURST] = float(recent_burst(derived).mean())
         share = hours.dropna().astype(int).value_counts(normalize=True)
         return cls(quantiles, rates, {int(h): float(s) for h, s in share.items()}, max_share)
 
@@ -205,6 +208,20 @@ def _times(x: float) -> str:
 
 def _orders(n: float) -> str:
     return "1 order" if int(n) == 1 else f"{int(n)} orders"
+
+
+def recent_burst(derived: pd.DataFrame) -> pd.Series:
+    """Orders with at least ``BURST_ORDERS`` earlier orders of their customer or device in the 10 minutes before."""
+    recent = np.maximum(derived["log_customer_orders_10m"], derived["log_device_orders_10m"])
+    return recent >= np.log1p(BURST_ORDERS) - 1e-9
+
+
+def _burst_reason(by_customer, by_device) -> str:
+    customer = 0 if by_customer is None or pd.isna(by_customer) else int(by_customer)
+    device = 0 if by_device is None or pd.isna(by_device) else int(by_device)
+    if device > customer:
+        return f"{_orders(device)} from this device in the 10 minutes before"
+    return f"{_orders(customer)} by this customer in the 10 minutes before"
 
 
 def _duration(seconds: float) -> str:
@@ -274,12 +291,15 @@ class FraudScorer:
         new_device = d["is_new_device_known_customer"].to_numpy() > 0
         new_country = d["is_new_ip_country_known_customer"].to_numpy() > 0
         mismatch = d["is_country_mismatch"].to_numpy() > 0
+        burst = recent_burst(d).to_numpy()
+        burst_rate = ref.rates.get(RECENT_BURST)  # None: a reference fitted before the velocity features
 
         def col(name: str) -> list:
             return sub[name].tolist() if name in sub else [None] * len(sub)
 
         amount, avg, prior = col("amount_value"), col("prior_avg_amount"), col("prior_tx_count")
         gap, hour = col("seconds_since_last_order"), col("hour_of_day")
+        by_customer, by_device = col("customer_orders_10m"), col("device_orders_10m")
         currency, ip, ship = col("currency"), col("ip_country"), col("shipping_country")
         limit = ref.max_share
         for i, row in enumerate(rows):
@@ -296,6 +316,8 @@ class FraudScorer:
                 found.append((amount_hi[i], f"amount {_money(amount[i], cur)}, larger than {pct:.1f}% of orders"))
             if gap_lo[i] < limit and gap[i] is not None:
                 found.append((gap_lo[i], f"only {_duration(gap[i])} after the customer's previous order"))
+            if burst_rate is not None and burst[i]:
+                found.append((burst_rate, _burst_reason(by_customer[i], by_device[i])))
             odd_hour = hour[i] is not None and ref.hour_share.get(int(hour[i]), 0.0) < 0.02
             at = f" at {int(hour[i]):02d}:00" if odd_hour else ""
             if new_device[i] and new_country[i]:

@@ -11,7 +11,15 @@ from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import Pipeline
 
 from ml.features import FEATURE_COLUMNS, VELOCITY_COLUMNS
-from ml.model import FIRST_INPUT_COLUMNS, INPUT_COLUMNS, FraudFeatures, ScoreCalibration, fit_calibrated, model_input
+from ml.model import (
+    FIRST_INPUT_COLUMNS,
+    INPUT_COLUMNS,
+    RECENT_BURST,
+    FraudFeatures,
+    ScoreCalibration,
+    fit_calibrated,
+    model_input,
+)
 from ml.scoring import score_frame
 from ml.train import fit_isolation_forest
 
@@ -160,7 +168,8 @@ def test_a_model_fitted_before_the_velocity_features_still_scores_todays_rows():
     old = fit_calibrated(pipeline, "isolation_forest", model_input(normal_orders(), FIRST_INPUT_COLUMNS),
                          alert_rate=0.02, threshold=80.0)  # fmt: skip
     assert old.input_columns == FIRST_INPUT_COLUMNS
-    del old.__dict__["input_columns"]  # a scorer pickled by a version without the field
+    del old.__dict__["input_columns"]  # a scorer pickled by a version without the field...
+    del old.reference.rates[RECENT_BURST]  # ...and its reasons' reference
     old = pickle.loads(pickle.dumps(old))
     assert "input_columns" not in old.__dict__ and old.input_columns == FIRST_INPUT_COLUMNS
 
@@ -169,6 +178,7 @@ def test_a_model_fitted_before_the_velocity_features_still_scores_todays_rows():
     bursts = score_frame(with_velocity(rows, burst=True), old, "1", 80.0)
     assert quiet["fraud_score"].between(0, 100).all() and quiet["fraud_score"].notna().all()
     pd.testing.assert_series_equal(bursts["fraud_score"], quiet["fraud_score"])
+    pd.testing.assert_series_equal(bursts["fraud_reasons"], quiet["fraud_reasons"])
     legacy = score_frame(rows.drop(columns=list(VELOCITY_COLUMNS)), old, "1", 80.0)  # rows written before them
     pd.testing.assert_series_equal(legacy["fraud_score"], quiet["fraud_score"])
 
@@ -178,5 +188,7 @@ def test_a_model_fitted_with_the_velocity_features_reads_them(settings):
     assert new.input_columns == INPUT_COLUMNS
     rows = with_velocity(normal_orders(300, seed=5))
     quiet = score_frame(rows, new, "1", 80.0)["fraud_score"]
-    bursts = score_frame(with_velocity(rows, burst=True), new, "1", 80.0)["fraud_score"]
-    assert (bursts > quiet).mean() > 0.9
+    bursts = score_frame(with_velocity(rows, burst=True), new, "1", 80.0)
+    assert (bursts["fraud_score"] > quiet).mean() > 0.9
+    worded = bursts.loc[bursts["fraud_score"] >= new.reasons_min_score, "fraud_reasons"]
+    assert len(worded) and all("9 orders by this customer in the 10 minutes before" in r for r in worded)
