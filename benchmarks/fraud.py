@@ -61,7 +61,7 @@ from ml.train import evaluate, fit_challenger, fit_isolation_forest
 from serving.db import connection
 
 EVENT_COLUMNS = ("event_id", "customer_id", "event_time", "amount", "currency", "device_id", "ip_country",
-                 "shipping_country")  # fmt: skip
+                 "shipping_country", "payment_method")  # fmt: skip
 
 
 def simulate(settings: Settings, seed: int, count: int, days: float, end: datetime) -> pd.DataFrame:
@@ -81,7 +81,7 @@ def simulate(settings: Settings, seed: int, count: int, days: float, end: dateti
 
 
 def with_features(orders: pd.DataFrame) -> pd.DataFrame:
-    """The silver history features, computed by the streaming code path (``ml.features``)."""
+    """The silver history and velocity features, computed by the streaming code path (``ml.features``)."""
     from ml.features import with_history_features
 
     out = with_history_features(orders.assign(event_time=orders["event_time"].dt.tz_localize(None)))

@@ -129,6 +129,12 @@ SILVER_SCHEMA = T.StructType(
         T.StructField("is_new_device", T.BooleanType(), True),
         T.StructField("is_new_ip_country", T.BooleanType(), True),
         T.StructField("is_country_mismatch", T.BooleanType(), True),
+        # velocity features (ml.features.RecentOrders; orders before this one in the last 10 minutes / hour)
+        T.StructField("customer_orders_10m", T.IntegerType(), True),
+        T.StructField("customer_orders_1h", T.IntegerType(), True),
+        T.StructField("device_orders_10m", T.IntegerType(), True),
+        T.StructField("device_orders_1h", T.IntegerType(), True),
+        T.StructField("device_payment_methods_1h", T.IntegerType(), True),
         # fraud scoring (null until a model is registered)
         T.StructField("fraud_score", T.DoubleType(), True),
         T.StructField("is_fraud", T.BooleanType(), True),

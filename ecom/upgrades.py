@@ -82,6 +82,20 @@ LAKE_MIGRATIONS: tuple[LakeMigration, ...] = (
         SILVER_SCHEMA,
         ("fraud_score", "is_fraud", "model_version", "fraud_reasons"),
     ),
+    LakeMigration(
+        3,
+        "silver_velocity_features",
+        "silver",
+        "transactions",
+        SILVER_SCHEMA,
+        (
+            "customer_orders_10m",
+            "customer_orders_1h",
+            "device_orders_10m",
+            "device_orders_1h",
+            "device_payment_methods_1h",
+        ),
+    ),
 )
 
 

@@ -1,27 +1,44 @@
-"""Per-order features from the customer's history: one module for streaming and training.
+"""Per-order features from the customer's and the device's history: one module for streaming and training.
 
-The silver stream calls ``apply_history(orders, profiles)`` on each micro-batch
-with the running profiles of the batch's customers (kept in the stream's
-driver, see ``pipelines.silver.state``) and stores the features with each
-silver row; model training reads those stored features, and the fraud
-benchmark calls ``with_history_features`` on a whole history with no
-profiles. Both paths run the same code, so training and scoring cannot drift.
+The silver stream calls ``apply_history(orders, profiles, recent=...)`` on
+each micro-batch with the running profiles of the batch's customers and the
+window of recent orders (both kept in the stream's driver, see
+``pipelines.silver.state``) and stores the features with each silver row; the
+per-order path (``pipelines.alerts.step``) calls it on each poll with the same
+state; model training reads the stored features, and the fraud benchmark
+calls ``with_history_features`` on a whole history with no state. All of them
+run the same code, so training and scoring cannot drift.
 
-Every history feature of an order uses only the customer's orders strictly
-before it (ordered by ``event_time``, then ``event_id``), never the order
-itself or later ones. The work is a single pass in customer/time order over a
-micro-batch (pandas, in the driver): a few milliseconds for thousands of
-orders, against a Spark job per step that a DataFrame version costs.
+Every history feature of an order uses only orders strictly before it (ordered
+by ``event_time``, then ``event_id``), never the order itself or later ones;
+the one exception, ``device_payment_methods_1h``, says so. Two kinds:
+
+- the customer's profile (``Profile``, ``HISTORY_COLUMNS``): counts, amounts,
+  last order, devices and countries over the customer's whole history;
+- velocity (``RecentOrders``, ``VELOCITY_COLUMNS``): orders by the customer and
+  from the device in the 10 minutes and the hour before the order, and the
+  payment methods used from the device in that hour. A window is half open:
+  an order exactly 10 minutes (an hour) earlier is outside it.
+
+The work is a single pass in time order over a micro-batch (pandas, in the
+driver, sorted lists per customer and per device searched by bisection): a few
+milliseconds for thousands of orders, against a Spark job per step that a
+DataFrame version costs.
 
 Grain of ``silver/customer_profiles``: one row per customer (``Profile``).
+The window of recent orders is not a table: it holds the last ``RETAINED`` of
+orders and is rebuilt from silver on start.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import NamedTuple
 
 import pandas as pd
@@ -43,14 +60,29 @@ HISTORY_COLUMNS = (
     "is_new_ip_country",
     "is_country_mismatch",
 )
-FEATURE_COLUMNS = ("amount_value", *HISTORY_COLUMNS)
+VELOCITY_COLUMNS = (
+    "customer_orders_10m",  # the customer's orders in the 10 minutes before this one
+    "customer_orders_1h",
+    "device_orders_10m",  # orders from this device, by any customer (null without a device)
+    "device_orders_1h",
+    "device_payment_methods_1h",  # distinct payment methods from this device in the hour, this order's included
+)
+FEATURE_COLUMNS = ("amount_value", *HISTORY_COLUMNS, *VELOCITY_COLUMNS)
 
-# What an order needs for its features and for its customer's profile.
+# What an order needs for its features, its customer's profile and the window of recent orders.
 ORDER_COLUMNS = (
     "event_id", "customer_id", "event_time", "amount", "device_id", "ip_country", "shipping_country",
-    "customer_email_hash",
+    "customer_email_hash", "payment_method",
 )  # fmt: skip
-_ORDER = ("customer_id", "event_time", "event_id")
+_ORDER = ("event_time", "event_id")
+
+SHORT_WINDOW = dt.timedelta(minutes=10)
+LONG_WINDOW = dt.timedelta(hours=1)
+# The window of recent orders keeps this much before the newest order: the long window plus a margin, so that
+# an order up to LATE_MARGIN older than the newest one seen still finds its whole hour.
+LATE_MARGIN = dt.timedelta(minutes=10)
+RETAINED = LONG_WINDOW + LATE_MARGIN
+SWEEP_EVERY = dt.timedelta(minutes=5)  # how far the horizon moves before older orders are dropped
 
 
 @dataclass(slots=True)
@@ -133,9 +165,155 @@ def zscore(value: float, count: int, total: float, total_sq: float) -> float | N
     return 0.0 if std < 1e-9 else (value - mean) / std
 
 
+Recent = tuple[dt.datetime, str, str | None]  # one order in the window: event_time, event_id, payment_method
+_TIME = itemgetter(0)
+_KEY = itemgetter(0, 1)
+
+
+class RecentOrders:
+    """The orders of the last ``RETAINED`` before the newest one, by customer and by device (velocity's state).
+
+    Each list is in (event_time, event_id) order. An order is one tuple shared by its customer's and its device's
+    list. Memory: about 300 bytes per order in the window, its event id included. ``base``: the window this one
+    takes its lists from on first use (``apply_history`` copies only the customers and devices a batch touches).
+
+    An order more than ``LATE_MARGIN`` older than the newest order seen (or than a later order of its customer
+    or device) may find the start of its hour dropped already: its counts can be short.
+    """
+
+    __slots__ = ("customers", "devices", "newest", "swept", "base")
+
+    def __init__(self, base: RecentOrders | None = None):
+        self.customers: dict[str, list[Recent]] = {}
+        self.devices: dict[str, list[Recent]] = {}
+        self.newest: dt.datetime | None = base.newest if base is not None else None  # the newest event_time
+        self.swept: dt.datetime | None = None  # the horizon of the last sweep
+        self.base = base
+
+    def __len__(self) -> int:
+        return sum(len(orders) for orders in self.customers.values())
+
+    def _lists(self, customer_id: str, device_id) -> tuple[list[Recent], list[Recent] | None]:
+        """The customer's and the device's lists, this window's own (copied from ``base`` on first use)."""
+        customer = self.customers.get(customer_id)
+        if customer is None:
+            prior = self.base.customers.get(customer_id, ()) if self.base is not None else ()
+            customer = self.customers[customer_id] = list(prior)
+        if device_id is None:
+            return customer, None
+        device = self.devices.get(device_id)
+        if device is None:
+            prior = self.base.devices.get(device_id, ()) if self.base is not None else ()
+            device = self.devices[device_id] = list(prior)
+        return customer, device
+
+    def take(self, customer_id: str, device_id, payment_method, event_time: dt.datetime, event_id: str) -> dict:
+        """The velocity features of an order from the orders before it (by event_time, then event_id); then the
+        order joins the window."""
+        customer, device = self._lists(customer_id, device_id)
+        before, short, long = (event_time, event_id), event_time - SHORT_WINDOW, event_time - LONG_WINDOW
+        end = bisect_left(customer, before, key=_KEY)
+        out = {
+            "customer_orders_10m": end - bisect_right(customer, short, hi=end, key=_TIME),
+            "customer_orders_1h": end - bisect_right(customer, long, hi=end, key=_TIME),
+            "device_orders_10m": None,
+            "device_orders_1h": None,
+            "device_payment_methods_1h": None,
+        }
+        if device is not None:
+            end = bisect_left(device, before, key=_KEY)
+            start = bisect_right(device, long, hi=end, key=_TIME)
+            methods = {method for _, _, method in device[start:end]}
+            methods.add(payment_method)
+            methods.discard(None)
+            out["device_orders_10m"] = end - bisect_right(device, short, lo=start, hi=end, key=_TIME)
+            out["device_orders_1h"] = end - start
+            out["device_payment_methods_1h"] = len(methods)
+        self._add(customer, device, payment_method, event_time, event_id)
+        return out
+
+    def add(self, customer_id: str, device_id, payment_method, event_time: dt.datetime, event_id: str) -> None:
+        """Puts one order into its customer's and its device's lists."""
+        self._add(*self._lists(customer_id, device_id), payment_method, event_time, event_id)
+
+    def _add(self, customer: list, device: list | None, payment_method, event_time: dt.datetime, event_id: str):
+        entry = (event_time, event_id, sys.intern(payment_method) if isinstance(payment_method, str) else None)
+        _insert(customer, entry)
+        if device is not None:
+            _insert(device, entry)
+        if self.newest is None or event_time > self.newest:
+            self.newest = event_time
+
+    def update(self, later: RecentOrders, now: dt.datetime | None = None) -> None:
+        """Takes the lists ``later`` changed (made from this window by ``apply_history``), then drops old orders."""
+        self.customers.update(later.customers)
+        self.devices.update(later.devices)
+        if later.newest is not None and (self.newest is None or later.newest > self.newest):
+            self.newest = later.newest
+        self.prune(now)
+
+    def prune(self, now: dt.datetime | None = None) -> int:
+        """Drops the orders at or before ``RETAINED`` before the newest order (an order dated after ``now``, the
+        wall clock, moves the horizon only up to ``now``); sweeps once the horizon has moved ``SWEEP_EVERY``.
+        Returns how many orders were dropped."""
+        if self.newest is None:
+            return 0
+        now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        horizon = min(self.newest, now) - RETAINED
+        if self.swept is not None and horizon - self.swept < SWEEP_EVERY:
+            return 0
+        self.swept = horizon
+        dropped = 0
+        for lists in (self.customers, self.devices):
+            for key in list(lists):
+                orders = lists[key]
+                cut = bisect_right(orders, horizon, key=_TIME)
+                if cut == len(orders):
+                    del lists[key]
+                elif cut:
+                    lists[key] = orders[cut:]  # a new list: another window may hold this one
+                dropped += cut if lists is self.customers else 0
+        return dropped
+
+    @classmethod
+    def from_rows(cls, rows: pd.DataFrame, now: dt.datetime | None = None) -> RecentOrders:
+        """A window of ``rows`` (``ORDER_COLUMNS``, event_time naive UTC), e.g. silver's last ``RETAINED``."""
+        window = cls()
+        columns = ["customer_id", "device_id", "payment_method", "event_time", "event_id"]
+        for o in rows.sort_values(list(_ORDER), kind="stable")[columns].itertuples(index=False):
+            window.add(o.customer_id, _value(o.device_id), _value(o.payment_method), _time(o.event_time), o.event_id)
+        window.prune(now)
+        return window
+
+
+def _insert(orders: list[Recent], entry: Recent) -> None:
+    """Puts ``entry`` in its place, dropping the orders ``RETAINED`` or more before it (so that a pass over a long
+    history keeps the lists short)."""
+    if not orders or _KEY(orders[-1]) < _KEY(entry):
+        orders.append(entry)  # the usual case: orders arrive in time order
+    else:
+        insort(orders, entry, key=_KEY)
+    if _TIME(orders[0]) <= _TIME(entry) - RETAINED:
+        del orders[: bisect_right(orders, _TIME(entry) - RETAINED, key=_TIME)]
+
+
+def _time(value) -> dt.datetime:
+    return pd.Timestamp(value).to_pydatetime()
+
+
 class History(NamedTuple):
     features: pd.DataFrame  # the orders with FEATURE_COLUMNS added, in their original row order
     profiles: dict[str, Profile]  # the touched customers' profiles after these orders (new objects)
+    recent: RecentOrders  # the touched customers' and devices' lists after these orders (new lists)
+
+
+# pandas dtypes of the integer features (nullable: a missing device has no device counts).
+FEATURE_DTYPES = {
+    "hour_of_day": "Int32",
+    "day_of_week": "Int32",
+    "prior_tx_count": "Int64",
+    **dict.fromkeys(VELOCITY_COLUMNS, "Int32"),
+}
 
 
 def _value(v):
@@ -144,16 +322,21 @@ def _value(v):
 
 
 def apply_history(
-    orders: pd.DataFrame, profiles: Mapping[str, Profile] | None = None, now: dt.datetime | None = None
+    orders: pd.DataFrame,
+    profiles: Mapping[str, Profile] | None = None,
+    now: dt.datetime | None = None,
+    recent: RecentOrders | None = None,
 ) -> History:
-    """Features of each order from the history before it, and the profiles after all of them.
+    """Features of each order from the history before it, and the profiles and recent orders after all of them.
 
-    ``orders`` has ``ORDER_COLUMNS`` (event_time naive UTC). ``profiles`` (customer_id -> Profile) is the
-    history before these orders; it is not changed: the touched customers come back as new objects.
+    ``orders`` has ``ORDER_COLUMNS`` (event_time naive UTC). ``profiles`` (customer_id -> Profile) and ``recent``
+    are the history before these orders; they are not changed: the touched customers come back as new objects,
+    and the touched customers' and devices' recent orders as new lists (``RecentOrders.update`` takes them).
     """
     profiles = profiles or {}
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     updated: dict[str, Profile] = {}
+    window = RecentOrders(base=recent)
     rows: dict = {}
     ordered = orders.sort_values(list(_ORDER), kind="stable")
     for idx, o in zip(ordered.index, ordered[list(ORDER_COLUMNS)].itertuples(index=False), strict=True):
@@ -166,20 +349,24 @@ def apply_history(
                 else Profile(o.customer_id)
             )
             updated[o.customer_id] = profile
-        amount, event_time = float(o.amount), pd.Timestamp(o.event_time).to_pydatetime()
+        amount, event_time = float(o.amount), _time(o.event_time)
         device, country, shipping = _value(o.device_id), _value(o.ip_country), _value(o.shipping_country)
+        method = _value(o.payment_method)
         rows[idx] = {
             "amount_value": amount,
             "hour_of_day": event_time.hour,
             "day_of_week": event_time.weekday(),  # 0 = Monday ... 6 = Sunday
             **profile.features(amount, event_time, device, country),
             "is_country_mismatch": country is not None and shipping is not None and country != shipping,
+            **window.take(o.customer_id, device, method, event_time, o.event_id),
         }
         profile.add(amount, event_time, device, country, _value(o.customer_email_hash))
         profile.updated_time = now
+    window.base = None
     feats = pd.DataFrame.from_dict(rows, orient="index", columns=list(FEATURE_COLUMNS)).reindex(orders.index)
-    feats = feats.astype({"hour_of_day": "Int32", "day_of_week": "Int32", "prior_tx_count": "Int64"})
-    return History(pd.concat([orders.drop(columns=list(FEATURE_COLUMNS), errors="ignore"), feats], axis=1), updated)
+    feats = feats.astype(FEATURE_DTYPES)
+    features = pd.concat([orders.drop(columns=list(FEATURE_COLUMNS), errors="ignore"), feats], axis=1)
+    return History(features, updated, window)
 
 
 def with_history_features(orders: pd.DataFrame, profiles: Mapping[str, Profile] | None = None) -> pd.DataFrame:

@@ -2,6 +2,8 @@
 
 Input: a pandas frame with ``ml.features.FEATURE_COLUMNS`` plus ``currency``
 (and, for the wording of reasons only, ``ip_country``, ``shipping_country``).
+A scorer remembers the columns it was fitted on (``FraudScorer.input_columns``)
+and is given those: a model trained before a feature was added keeps scoring.
 Output of ``FraudScorer.score``: one row per input row with ``fraud_score``
 (float, 0-100, higher = more suspicious) and ``fraud_reasons`` (list of
 strings, empty when nothing stands out). The alert decision
@@ -37,6 +39,13 @@ from ml.forest import CompiledForest
 
 CONTEXT_COLUMNS = ("currency", "ip_country", "shipping_country")
 INPUT_COLUMNS = (*FEATURE_COLUMNS, *CONTEXT_COLUMNS)
+# The input columns of models fitted before the velocity features, written out: a released list never changes.
+# Scorers pickled then have no ``input_columns`` of their own and take this one.
+FIRST_INPUT_COLUMNS = (
+    "amount_value", "hour_of_day", "day_of_week", "prior_tx_count", "prior_avg_amount", "amount_to_avg_ratio",
+    "amount_zscore", "seconds_since_last_order", "is_new_device", "is_new_ip_country", "is_country_mismatch",
+    "currency", "ip_country", "shipping_country",
+)  # fmt: skip
 OUTPUT_COLUMNS = ("fraud_score", "fraud_reasons")
 
 # Model inputs derived from the silver feature columns (FraudFeatures.transform).
@@ -52,11 +61,22 @@ DERIVED_FEATURES = (
     "hour_cos",
     "day_of_week_sin",
     "day_of_week_cos",
+    "log_customer_orders_10m",  # log(1 + the customer's orders in the 10 minutes before)
+    "log_customer_orders_1h",
+    "log_device_orders_10m",  # log(1 + orders from the device in the 10 minutes before); 0 without a device
+    "log_device_orders_1h",
+    "device_payment_methods_1h",  # payment methods from the device in the hour, this order's included; 1 without
 )
-# Day of week carries no fraud signal in the simulated shop and dilutes the forest's isolation
-# (docs/fraud.md, ablation), so the default model leaves it out; add it back in conf `fraud.model_features`.
-DEFAULT_MODEL_FEATURES = tuple(f for f in DERIVED_FEATURES if not f.startswith("day_of_week"))
+# Day of week carries no fraud signal in the simulated shop and dilutes the forest's isolation, and the hour
+# counts and payment methods let ordinary repeat orders crowd out takeovers at the top of the scores
+# (docs/fraud.md, ablation), so the default model leaves them out; add them in conf `fraud.model_features`.
+LEFT_OUT_BY_DEFAULT = (
+    "day_of_week_sin", "day_of_week_cos", "log_customer_orders_1h", "log_device_orders_1h", "device_payment_methods_1h",
+)  # fmt: skip
+DEFAULT_MODEL_FEATURES = tuple(f for f in DERIVED_FEATURES if f not in LEFT_OUT_BY_DEFAULT)
 NO_PREVIOUS_ORDER_LOG10_S = 7.0
+RECENT_BURST = "recent_orders_10m"  # a reason: at least BURST_ORDERS earlier orders of the customer or device
+BURST_ORDERS = 2  # in the 10 minutes before
 
 
 def _float(pdf: pd.DataFrame, column: str) -> pd.Series:
@@ -113,6 +133,9 @@ class FraudFeatures(BaseEstimator, TransformerMixin):
         out["hour_cos"] = np.cos(2 * np.pi * hour / 24)
         out["day_of_week_sin"] = np.sin(2 * np.pi * dow / 7)
         out["day_of_week_cos"] = np.cos(2 * np.pi * dow / 7)
+        for name in ("customer_orders_10m", "customer_orders_1h", "device_orders_10m", "device_orders_1h"):
+            out[f"log_{name}"] = np.log1p(_float(X, name).clip(lower=0.0)).fillna(0.0)
+        out["device_payment_methods_1h"] = _float(X, "device_payment_methods_1h").clip(lower=1.0).fillna(1.0)
         return out
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -168,6 +191,7 @@ class ReasonReference:
             quantiles[name] = np.quantile(values, cls.LEVELS) if len(values) else np.zeros(len(cls.LEVELS))
         binary = ("is_new_device_known_customer", "is_new_ip_country_known_customer", "is_country_mismatch")
         rates = {name: float(derived[name].mean()) for name in binary}
+        rates[RECENT_BURST] = float(recent_burst(derived).mean())
         share = hours.dropna().astype(int).value_counts(normalize=True)
         return cls(quantiles, rates, {int(h): float(s) for h, s in share.items()}, max_share)
 
@@ -190,6 +214,20 @@ def _times(x: float) -> str:
 
 def _orders(n: float) -> str:
     return "1 order" if int(n) == 1 else f"{int(n)} orders"
+
+
+def recent_burst(derived: pd.DataFrame) -> pd.Series:
+    """Orders with at least ``BURST_ORDERS`` earlier orders of their customer or device in the 10 minutes before."""
+    recent = np.maximum(derived["log_customer_orders_10m"], derived["log_device_orders_10m"])
+    return recent >= np.log1p(BURST_ORDERS) - 1e-9
+
+
+def _burst_reason(by_customer, by_device) -> str:
+    customer = 0 if by_customer is None or pd.isna(by_customer) else int(by_customer)
+    device = 0 if by_device is None or pd.isna(by_device) else int(by_device)
+    if device > customer:
+        return f"{_orders(device)} from this device in the 10 minutes before"
+    return f"{_orders(customer)} by this customer in the 10 minutes before"
 
 
 def _duration(seconds: float) -> str:
@@ -222,6 +260,9 @@ class FraudScorer:
     reasons_min_score: float = 50.0  # reasons are worded only for orders at or above this score
     max_reasons: int = 3
     metadata: dict = field(default_factory=dict)
+    # The columns the model was fitted on, set by ``fit_calibrated``; a scorer pickled before this field existed
+    # reads the class default.
+    input_columns: tuple[str, ...] = FIRST_INPUT_COLUMNS
 
     @property
     def features(self) -> FraudFeatures:
@@ -238,8 +279,11 @@ class FraudScorer:
         return self.pipeline.predict_proba(pdf)[:, 1]
 
     def score(self, pdf: pd.DataFrame) -> pd.DataFrame:
-        """``fraud_score`` (float 0-100) and ``fraud_reasons`` (list[str]) for each row, same index."""
+        """``fraud_score`` (float 0-100) and ``fraud_reasons`` (list[str]) for each row, same index.
+
+        Only ``input_columns`` are read: columns added to silver after the model was fitted are left out."""
         out = pd.DataFrame(index=pdf.index)
+        pdf = pdf[[c for c in self.input_columns if c in pdf.columns]]
         if pdf.empty:
             out["fraud_score"] = pd.Series(dtype="float64")
             out["fraud_reasons"] = pd.Series(dtype="object")
@@ -268,12 +312,15 @@ class FraudScorer:
         new_device = d["is_new_device_known_customer"].to_numpy() > 0
         new_country = d["is_new_ip_country_known_customer"].to_numpy() > 0
         mismatch = d["is_country_mismatch"].to_numpy() > 0
+        burst = recent_burst(d).to_numpy()
+        burst_rate = ref.rates.get(RECENT_BURST)  # None: a reference fitted before the velocity features
 
         def col(name: str) -> list:
             return sub[name].tolist() if name in sub else [None] * len(sub)
 
         amount, avg, prior = col("amount_value"), col("prior_avg_amount"), col("prior_tx_count")
         gap, hour = col("seconds_since_last_order"), col("hour_of_day")
+        by_customer, by_device = col("customer_orders_10m"), col("device_orders_10m")
         currency, ip, ship = col("currency"), col("ip_country"), col("shipping_country")
         limit = ref.max_share
         for i, row in enumerate(rows):
@@ -290,6 +337,8 @@ class FraudScorer:
                 found.append((amount_hi[i], f"amount {_money(amount[i], cur)}, larger than {pct:.1f}% of orders"))
             if gap_lo[i] < limit and gap[i] is not None:
                 found.append((gap_lo[i], f"only {_duration(gap[i])} after the customer's previous order"))
+            if burst_rate is not None and burst[i]:
+                found.append((burst_rate, _burst_reason(by_customer[i], by_device[i])))
             odd_hour = hour[i] is not None and ref.hour_share.get(int(hour[i]), 0.0) < 0.02
             at = f" at {int(hour[i]):02d}:00" if odd_hour else ""
             if new_device[i] and new_country[i]:
@@ -381,6 +430,7 @@ def fit_calibrated(
         ),
         reasons_min_score=reasons_min_score,
         metadata=dict(metadata or {}),
+        input_columns=tuple(c for c in INPUT_COLUMNS if c in train.columns),
     )
     raw = scorer.raw_scores(train)
     if policy is not None:
@@ -390,10 +440,11 @@ def fit_calibrated(
     return scorer
 
 
-def model_input(pdf: pd.DataFrame) -> pd.DataFrame:
-    """The scorer's input columns with stable dtypes (float features, bool flags, string context)."""
+def model_input(pdf: pd.DataFrame, columns: tuple[str, ...] = INPUT_COLUMNS) -> pd.DataFrame:
+    """The scorer's input columns with stable dtypes (float features, bool flags, string context); a column
+    ``pdf`` lacks is missing (NaN) for every row."""
     out = pd.DataFrame(index=pdf.index)
-    for name in INPUT_COLUMNS:
+    for name in columns:
         if name.startswith("is_"):
             out[name] = _flag(pdf, name)
         elif name in CONTEXT_COLUMNS:

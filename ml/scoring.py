@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame
 
 from ecom.settings import Settings
 from ml import registry
-from ml.model import INPUT_COLUMNS, FraudScorer
+from ml.model import FraudScorer
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ class ChampionTracker:
 
 
 def score_frame(pdf: pd.DataFrame, scorer: FraudScorer, version: str, threshold: float) -> pd.DataFrame:
-    """Fills fraud_score, is_fraud, model_version and fraud_reasons of a pandas batch."""
-    scored = scorer.score(pdf[list(INPUT_COLUMNS)])
+    """Fills fraud_score, is_fraud, model_version and fraud_reasons of a pandas batch (the scorer reads the
+    columns it was fitted on)."""
+    scored = scorer.score(pdf[list(scorer.input_columns)])
     pdf = pdf.copy()
     pdf["fraud_score"] = scored["fraud_score"].astype("float64")
     pdf["is_fraud"] = pdf["fraud_score"] >= threshold

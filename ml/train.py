@@ -59,7 +59,8 @@ CHALLENGER = "gradient_boosting"
 
 # -- reading (I/O at the edge) -------------------------------------------------------------
 def load_silver(settings: Settings, path: str | None = None) -> pd.DataFrame:
-    """The training columns of silver/transactions (delta-rs, no Spark)."""
+    """The training columns of silver/transactions (delta-rs, no Spark). A column the table lacks (a lake not
+    migrated yet) is left out: ``model_input`` reads it as missing."""
     from deltalake.exceptions import TableNotFoundError
 
     from ecom.storage import delta_table
@@ -69,7 +70,8 @@ def load_silver(settings: Settings, path: str | None = None) -> pd.DataFrame:
         table = delta_table(path)
     except TableNotFoundError as exc:
         raise SystemExit(f"no silver table at {path}: backfill and run `ecom stream all --once` first") from exc
-    pdf = table.to_pandas(columns=list(SILVER_COLUMNS))
+    present = set(table.schema().to_arrow().names)
+    pdf = table.to_pandas(columns=[c for c in SILVER_COLUMNS if c in present])
     pdf["event_time"] = pd.to_datetime(pdf["event_time"], utc=True)
     return pdf
 
@@ -230,14 +232,14 @@ def log_model_run(
 
     from ml.model import FraudPyfunc
 
-    example = model_input(heldout.head(5))
+    example = model_input(heldout.head(5), scorer.input_columns)
     signature = infer_signature(example, scorer.score(example))
     features = list(scorer.features.features)
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.log_params(
             {
                 "model_kind": scorer.kind,
-                "input_columns": ",".join(INPUT_COLUMNS),
+                "input_columns": ",".join(scorer.input_columns),
                 "model_features": ",".join(features),
                 "alert_threshold": settings.fraud.alert_threshold,
                 "alert_rate": round(scorer.calibration.alert_rate, 5),  # the share the policy chose
@@ -252,7 +254,7 @@ def log_model_run(
             }
         )
         mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and not math.isnan(v)})
-        mlflow.log_dict({"input_columns": list(INPUT_COLUMNS), "model_features": features}, "features.json")
+        mlflow.log_dict({"input_columns": list(scorer.input_columns), "model_features": features}, "features.json")
         mlflow.log_text(table, "heldout_comparison.txt")
         info = mlflow.pyfunc.log_model(
             name="model",

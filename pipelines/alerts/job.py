@@ -7,7 +7,7 @@ written: ``fraud_alerts`` rows inserted unless the event has one already (whiche
 same ``alert_id``), then those rows' messages sent to ``fraud-alerts``, then the consumer's offsets committed.
 
 State: the stream's own (``silver.state.CustomerState``: the profile snapshot plus the silver rows after
-it), then every order this path takes. On start each partition is read from the first offset the state
+it, and the recent orders rebuilt from silver's last hour), then every order this path takes. On start each partition is read from the first offset the state
 lacks: records this path handled before a restart are folded in again, but only orders younger than
 ``max_age_s`` alert, and their rows exist already, so nothing is written twice. A record the micro-batch
 served first (PostgreSQL holds its event at this record's Kafka coordinates) is folded in without an alert:
@@ -132,8 +132,10 @@ class FastPath:
         if not taken:
             return pd.DataFrame(columns=list(ALERT_COLUMNS))
         rows = step.order_rows(taken, self.key, "fast-path", now)
-        done = step.score_step(rows, self.state.profiles, self.model(), self.settings.fraud.alert_threshold)
-        self.state.apply(done.profiles, rows)
+        done = step.score_step(
+            rows, self.state.profiles, self.model(), self.settings.fraud.alert_threshold, self.state.recent
+        )
+        self.state.apply(done.profiles, rows, done.recent)
         for event_id in ids:
             self._remember(event_id)
         self.counts.behind += len(served)

@@ -6,12 +6,16 @@ construction where their inputs agree:
 - ``order_rows``: checked orders (``validate.Order``) and their Kafka coordinates -> rows with silver's
   columns as the driver holds them (``plan.driver_frame``: naive UTC times, ``Decimal`` money), the e-mail
   address replaced by silver's keyed hash of its normalised form;
-- ``score_step``: ``ml.features.apply_history`` over the customers' profiles, ``ml.scoring.score_frame`` with
-  the champion, ``transforms.alerts_frame``: the same steps ``plan.plan_batch`` takes for a batch's new
-  events. It returns the scored rows, the alerts and the changed profiles (the caller's state takes them).
+- ``score_step``: ``ml.features.apply_history`` over the customers' profiles and the recent orders,
+  ``ml.scoring.score_frame`` with the champion, ``transforms.alerts_frame``: the same steps ``plan.plan_batch``
+  takes for a batch's new events. It returns the scored rows, the alerts, the changed profiles and recent
+  orders (the caller's state takes them).
 
-Where the paths can still differ is in what each has seen: the micro-batch orders a customer's orders of one
-batch by event time, this path takes them as they arrive; a restarted path folds what it missed first.
+Where the paths can still differ is in what each has seen: the micro-batch orders the orders of one batch by
+event time, this path takes them as they arrive (an order that arrives after a later one of its customer, or
+of its device, is not counted in that one's features here); a restarted path folds what it missed first.
+The device counts see every order of the device only where one process reads every partition (orders are
+keyed by customer, so a path sharded by customer sees its own customers' orders from a shared device).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class Step:
     rows: pd.DataFrame  # silver columns, scored when a model was given
     alerts: pd.DataFrame  # ALERT_SCHEMA rows of the orders at or above the threshold
     profiles: dict[str, features.Profile]  # the profiles these orders changed
+    recent: features.RecentOrders  # the recent orders these orders changed
 
 
 def email_hash(email: str | None, key: bytes) -> str | None:
@@ -93,12 +98,17 @@ def order_rows(
 
 
 def score_step(
-    rows: pd.DataFrame, profiles: Mapping[str, features.Profile], model: Model | None, threshold: float
+    rows: pd.DataFrame,
+    profiles: Mapping[str, features.Profile],
+    model: Model | None,
+    threshold: float,
+    recent: features.RecentOrders | None = None,
 ) -> Step:
-    """Features from the profiles before these orders, scores, alerts (as ``plan.plan_batch`` for new events)."""
-    history = features.apply_history(rows, profiles)
+    """Features from the profiles and the recent orders before these orders, scores, alerts (as
+    ``plan.plan_batch`` for new events)."""
+    history = features.apply_history(rows, profiles, recent=recent)
     scored = t.with_unscored_columns(history.features)
     if model is not None and len(scored):
         scored = score_frame(scored, *model, threshold)
     scored = scored[SILVER_SCHEMA.fieldNames()]
-    return Step(scored, t.alerts_frame(scored), history.profiles)
+    return Step(scored, t.alerts_frame(scored), history.profiles, history.recent)

@@ -17,16 +17,18 @@ as early as possible:
    (PostgreSQL on a first attempt, silver on a retry; the archive too for
    events older than the hot horizon, docs/lifecycle.md);
 4. the plan (pandas, milliseconds): repeats ranked, each event classified
-   (``new``, ``written``, ``duplicate``), history features from the customer
-   profiles the stream holds (``pipelines.silver.state``, ``ml.features``),
-   scores from the champion model (if any), alerts;
+   (``new``, ``written``, ``duplicate``), history and velocity features from
+   the customer profiles and the recent orders the stream holds
+   (``pipelines.silver.state``, ``ml.features``), scores from the champion
+   model (if any), alerts;
 5. serving: events, customers' running totals and alerts -> PostgreSQL in one
    database transaction that also marks the batch served;
 6. lake: the Delta appends, in parallel threads, with delta-rs from Arrow:
    bronze (ingest mode), quarantine, silver, duplicates, fraud alerts; each
    commit tagged with (stream, batch id), a retry skips tagged tables;
-7. the profiles are updated in memory and, at most every
-   ``stream.profiles_snapshot_s``, snapshotted to ``silver/customer_profiles``;
+7. the profiles and recent orders are updated in memory and, at most every
+   ``stream.profiles_snapshot_s``, the profiles snapshotted to
+   ``silver/customer_profiles``;
 8. alerts -> Kafka ``fraud-alerts``; its bookkeeping row ends the batch.
 
 Every Kafka record thus ends in exactly one of silver, quarantine or
@@ -284,6 +286,7 @@ class SilverBatch:
                     write_bronze=self.write_bronze,
                     pipeline_version=__version__,
                     now=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                    recent=self.state.recent,
                 )
                 timer.mark("features")
                 try:
@@ -305,7 +308,7 @@ class SilverBatch:
                 raise
             timer.mark("lake")
             kill_point("lake_committed")
-            self.state.apply(plan.profiles, plan.silver)
+            self.state.apply(plan.profiles, plan.silver, plan.recent)
             if self.state.snapshot_due(self.settings.stream.profiles_snapshot_s):
                 self.state.snapshot(self.lake.table("silver", "customer_profiles"))
                 timer.mark("profiles")

@@ -2,8 +2,8 @@
 
 Input: the batch's routed Arrow rows (``SilverBatch.prepare``: bronze columns, then each record's silver row
 ``silver__*`` or quarantine row ``quarantine__*``), what the sinks hold already for the batch (``Attempt``:
-the batch's bookkeeping; ``stored``: the events stored before), the customer profiles the stream holds and
-the champion model. Output: a ``BatchPlan``: bronze, silver, quarantine and duplicate rows for the lake,
+the batch's bookkeeping; ``stored``: the events stored before), the customer profiles and the recent orders
+the stream holds, and the champion model. Output: a ``BatchPlan``: bronze, silver, quarantine and duplicate rows for the lake,
 the rows PostgreSQL serves, the alerts, the profiles after the batch, and which sinks to (re)write.
 Grain: one plan per micro-batch; every Kafka record of the batch is in exactly one of silver, quarantine or
 duplicates.
@@ -144,6 +144,7 @@ class BatchPlan:
     profiles: dict[str, features.Profile]  # the profiles the new events changed (the stream's state takes them)
     writes_postgres: bool
     retry: bool
+    recent: features.RecentOrders | None = None  # the recent orders the new events changed (the state takes them)
 
 
 def plan_batch(
@@ -157,12 +158,14 @@ def plan_batch(
     write_bronze: bool,
     pipeline_version: str,
     now: dt.datetime,
+    recent: features.RecentOrders | None = None,
 ) -> BatchPlan:
     """The plan of one batch. ``stored``: the stored rows of the batch's events (event_id, Kafka coordinates; all
-    silver columns when looked up in silver); ``profiles``: the customers' profiles before the batch."""
+    silver columns when looked up in silver); ``profiles`` and ``recent``: the customers' profiles and the recent
+    orders before the batch."""
     firsts = t.with_duplicate_status(rows.firsts, stored)
     fresh = firsts[firsts["status"] == "new"].drop(columns="status")
-    history = features.apply_history(fresh, profiles)
+    history = features.apply_history(fresh, profiles, recent=recent)
     new_rows = t.with_unscored_columns(history.features)
     if model is not None and len(new_rows):  # (an empty frame keeps the unscored columns' types)
         new_rows = score_frame(new_rows, *model, alert_threshold)
@@ -184,6 +187,7 @@ def plan_batch(
         profiles=history.profiles,
         writes_postgres=attempt.writes_postgres,
         retry=attempt.retry,
+        recent=history.recent,
     )
 
 

@@ -52,7 +52,8 @@ def shop(isolated):
     )
     scorer = fit_isolation_forest(with_history_features(history), settings.fraud)
     producer = TransactionProducer(settings)
-    for generated in sim.backfill(400, days=1 / 24, end=now):
+    # the last hour as the live shop makes it (customers at their own pace, not 400 orders from the history's few)
+    for generated in sim.events(400, start=now - dt.timedelta(hours=1), rate_per_s=400 / 3600):
         producer.send(generated)
     producer.close()
     return settings, apply_history(history).profiles, Champion(scorer)

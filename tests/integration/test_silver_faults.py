@@ -30,6 +30,7 @@ from ecom.runtime.kafka import ensure_topics
 from ecom.runtime.postgres import EmbeddedPostgres
 from ecom.runtime.process import wait_until
 from ecom.settings import child_environment
+from ml.model import INPUT_COLUMNS
 from pipelines.silver.checkpoint import sink_id
 from pipelines.silver.faults import KILL_AT_ENV, KILL_POINTS
 from pipelines.silver.job import QUERY_NAMES, SilverBatch
@@ -351,6 +352,8 @@ class ConfirmsAfter(AlertSink):
 
 class Champion:
     """A registered model stand-in: orders above 400 (in their currency) score 95, the others 5."""
+
+    input_columns = INPUT_COLUMNS
 
     def refresh(self):
         return self, "test-1"

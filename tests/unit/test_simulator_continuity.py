@@ -51,7 +51,8 @@ def _by_customer(events) -> dict[str, list[dict]]:
 
 def _features(events) -> pd.DataFrame:
     """ml.features' per-order history features (seconds since the previous order, new device) over the stream."""
-    cols = ["event_id", "customer_id", "event_time", "amount", "device_id", "ip_country", "shipping_country"]
+    cols = ["event_id", "customer_id", "event_time", "amount", "device_id", "ip_country", "shipping_country",
+            "payment_method"]  # fmt: skip
     frame = pd.DataFrame([{c: g.event[c] for c in cols} for g in events])
     frame["event_time"] = pd.to_datetime(frame["event_time"]).dt.tz_convert(None)
     return with_history_features(frame)

@@ -10,7 +10,7 @@ from ml.features import MAX_REMEMBERED, Profile, apply_history, remember, with_h
 
 COLUMNS = [
     "event_id", "customer_id", "event_time", "amount", "device_id", "ip_country", "shipping_country",
-    "customer_email_hash",
+    "customer_email_hash", "payment_method",
 ]  # fmt: skip
 
 
@@ -22,10 +22,10 @@ def t(minute: int) -> dt.datetime:
 def orders() -> pd.DataFrame:
     return pd.DataFrame(
         [
-            ("e3", "A", t(30), 100.00, "d2", "FR", "DE", "h2"),
-            ("e1", "A", t(10), 10.00, "d1", "DE", "DE", "h"),
-            ("e2", "A", t(20), 20.00, "d1", "DE", "DE", "h"),
-            ("x1", "B", t(5), 7.00, None, None, "US", None),  # first order, nulls
+            ("e3", "A", t(30), 100.00, "d2", "FR", "DE", "h2", "card"),
+            ("e1", "A", t(10), 10.00, "d1", "DE", "DE", "h", "card"),
+            ("e2", "A", t(20), 20.00, "d1", "DE", "DE", "h", "paypal"),
+            ("x1", "B", t(5), 7.00, None, None, "US", None, "card"),  # first order, nulls
         ],
         columns=COLUMNS,
     )

@@ -7,9 +7,20 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import IsolationForest
+from sklearn.pipeline import Pipeline
 
-from ml.features import FEATURE_COLUMNS
-from ml.model import INPUT_COLUMNS, ScoreCalibration, model_input
+from ml.features import FEATURE_COLUMNS, VELOCITY_COLUMNS
+from ml.model import (
+    FIRST_INPUT_COLUMNS,
+    INPUT_COLUMNS,
+    RECENT_BURST,
+    FraudFeatures,
+    ScoreCalibration,
+    fit_calibrated,
+    model_input,
+)
+from ml.scoring import score_frame
 from ml.train import fit_isolation_forest
 
 
@@ -132,3 +143,52 @@ def test_scorer_pickles(scorer):
     again = pickle.loads(pickle.dumps(scorer))
     probe = one_order(**ANOMALOUS)
     pd.testing.assert_frame_equal(again.score(probe), scorer.score(probe))
+
+
+# The model inputs of the default model before the velocity features (as such champions were pickled).
+FIRST_MODEL_FEATURES = (
+    "log_amount_rel", "log_amount_ratio", "log_prior_tx_count", "log10_seconds_since_last",
+    "is_new_device_known_customer", "is_new_ip_country_known_customer", "is_country_mismatch", "hour_sin", "hour_cos",
+)  # fmt: skip
+
+
+def with_velocity(pdf: pd.DataFrame, seed: int = 0, burst: bool = False) -> pd.DataFrame:
+    """Velocity columns as silver has them: mostly no recent order; ``burst``: nine orders in the last minutes."""
+    rng = np.random.default_rng(seed)
+    recent = np.full(len(pdf), 9) if burst else rng.poisson(0.05, len(pdf))
+    return pdf.assign(customer_orders_10m=recent, customer_orders_1h=recent, device_orders_10m=recent,
+                      device_orders_1h=recent, device_payment_methods_1h=1)  # fmt: skip
+
+
+def test_a_model_fitted_before_the_velocity_features_still_scores_todays_rows():
+    """A champion pickled before ``input_columns`` existed reads the columns it was fitted on: silver rows with the
+    velocity columns score as before, whatever those hold."""
+    pipeline = Pipeline([("features", FraudFeatures(FIRST_MODEL_FEATURES)),
+                         ("model", IsolationForest(n_estimators=50, random_state=0))])  # fmt: skip
+    old = fit_calibrated(pipeline, "isolation_forest", model_input(normal_orders(), FIRST_INPUT_COLUMNS),
+                         alert_rate=0.02, threshold=80.0)  # fmt: skip
+    assert old.input_columns == FIRST_INPUT_COLUMNS
+    del old.__dict__["input_columns"]  # a scorer pickled by a version without the field...
+    del old.reference.rates[RECENT_BURST]  # ...and its reasons' reference
+    old = pickle.loads(pickle.dumps(old))
+    assert "input_columns" not in old.__dict__ and old.input_columns == FIRST_INPUT_COLUMNS
+
+    rows = with_velocity(normal_orders(300, seed=5))
+    quiet = score_frame(rows, old, "1", 80.0)
+    bursts = score_frame(with_velocity(rows, burst=True), old, "1", 80.0)
+    assert quiet["fraud_score"].between(0, 100).all() and quiet["fraud_score"].notna().all()
+    pd.testing.assert_series_equal(bursts["fraud_score"], quiet["fraud_score"])
+    pd.testing.assert_series_equal(bursts["fraud_reasons"], quiet["fraud_reasons"])
+    legacy = score_frame(rows.drop(columns=list(VELOCITY_COLUMNS)), old, "1", 80.0)  # rows written before them
+    pd.testing.assert_series_equal(legacy["fraud_score"], quiet["fraud_score"])
+
+
+def test_a_model_fitted_with_the_velocity_features_reads_them(settings):
+    new = fit_isolation_forest(with_velocity(normal_orders()), settings.fraud)
+    assert new.input_columns == INPUT_COLUMNS
+    rows = with_velocity(normal_orders(300, seed=5))
+    quiet = score_frame(rows, new, "1", 80.0)["fraud_score"]
+    bursts = score_frame(with_velocity(rows, burst=True), new, "1", 80.0)
+    assert (bursts["fraud_score"] > quiet).mean() > 0.9
+    worded = bursts.loc[bursts["fraud_score"] >= new.reasons_min_score, "fraud_reasons"]
+    assert len(worded) and all("9 orders by this customer in the 10 minutes before" in r for r in worded)

@@ -2,8 +2,9 @@
 
 The same simulated Kafka values (fraud patterns included) go through the micro-batch (silver's Spark routing,
 then ``plan.plan_batch`` per batch of 500, profiles carried from batch to batch) and through the per-order
-path (``validate`` then ``step``, in polls of 7 values). Every silver column, feature, score and alert must
-be equal.
+path (``validate`` then ``step``, in polls of 7 values), both from the same state (profiles and recent orders)
+carried from batch to batch and from poll to poll. Every silver column, feature (velocity included), score
+and alert must be equal.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pandas.testing import assert_frame_equal
 from pyspark.sql import functions as F
 
 from ecom.schemas import BRONZE_SCHEMA, SILVER_BASE_COLUMNS, SILVER_SCHEMA
-from ml.features import apply_history, with_history_features
+from ml.features import RecentOrders, apply_history, with_history_features
 from ml.train import fit_isolation_forest
 from pipelines.alerts import step, validate
 from pipelines.bronze.job import with_bronze_columns
@@ -36,7 +37,7 @@ NO_STORED = pd.DataFrame({"event_id": [], "kafka_partition": [], "kafka_offset":
 @pytest.fixture(scope="module")
 def recorded(settings):
     """1,200 simulated orders of the last day as Kafka values; a model fitted on 3,000 of the 30 days before, and the
-    customers' profiles after those (as a stream restores them from its snapshot)."""
+    state after those (the customers' profiles, as a stream restores them from its snapshot, and the recent orders)."""
     from simulator.generator import TransactionSimulator
 
     sim = TransactionSimulator(settings.simulator, seed=21)
@@ -48,13 +49,20 @@ def recorded(settings):
     )
     scorer = fit_isolation_forest(with_history_features(frame), settings.fraud)
     values = [json.dumps(g.event).encode() for g in sim.backfill(1200, days=1, end=NOW)]  # the same customers
-    return values, (scorer, "1"), apply_history(frame).profiles  # the state both paths start from
+    return values, (scorer, "1"), apply_history(frame)  # the state both paths start from
 
 
-def micro_batch_rows(spark, values: list[bytes], size: int, model, state: dict) -> pd.DataFrame:
-    """What the stream's micro-batches make of ``values``, from the profiles in ``state``."""
+def starting(state) -> tuple[dict, RecentOrders]:
+    """A copy of the recorded state: the profiles and a window holding the recent orders."""
+    window = RecentOrders()
+    window.update(state.recent)
+    return dict(state.profiles), window
+
+
+def micro_batch_rows(spark, values: list[bytes], size: int, model, state) -> pd.DataFrame:
+    """What the stream's micro-batches make of ``values``, from the profiles and recent orders in ``state``."""
     offsets = itertools.count()
-    profiles = dict(state)
+    profiles, window = starting(state)
     out = []
     for start in range(0, len(values), size):
         routed = (
@@ -72,16 +80,18 @@ def micro_batch_rows(spark, values: list[bytes], size: int, model, state: dict) 
         )
         batch = plan.plan_batch(
             plan.batch_rows(routed), NO_STORED, plan.Attempt("new"), profiles, model,
-            alert_threshold=THRESHOLD, write_bronze=True, pipeline_version=VERSION, now=NOW,
+            alert_threshold=THRESHOLD, write_bronze=True, pipeline_version=VERSION, now=NOW, recent=window,
         )  # fmt: skip
         profiles.update(batch.profiles)
+        window.update(batch.recent)
         out.append(batch.silver)
     return pd.concat([rows for rows in out if len(rows)], ignore_index=True)
 
 
-def per_order_rows(values: list[bytes], poll: int, model, state: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """What the per-order path makes of ``values`` from the profiles in ``state``: its rows and its alerts."""
-    profiles = dict(state)
+def per_order_rows(values: list[bytes], poll: int, model, state) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the per-order path makes of ``values`` from the profiles and recent orders in ``state``: its rows and
+    its alerts."""
+    profiles, window = starting(state)
     rows, alerts = [], []
     for start in range(0, len(values), poll):
         taken = []
@@ -89,8 +99,9 @@ def per_order_rows(values: list[bytes], poll: int, model, state: dict) -> tuple[
             order = validate.checked(value, NOW)
             if order is not None:
                 taken.append((order, ("fuzz", 0, offset, NOW)))
-        done = step.score_step(step.order_rows(taken, KEY, VERSION, NOW), profiles, model, THRESHOLD)
+        done = step.score_step(step.order_rows(taken, KEY, VERSION, NOW), profiles, model, THRESHOLD, window)
         profiles.update(done.profiles)
+        window.update(done.recent)
         rows.append(done.rows)
         alerts.append(done.alerts)
     alerts = [a for a in alerts if len(a)] or alerts[:1]
@@ -107,6 +118,7 @@ def test_per_order_features_scores_and_alerts_equal_the_micro_batchs(spark, reco
 
     assert len(fast) == len(batch) == len(values)
     assert (batch["prior_tx_count"] > 0).mean() > 0.5  # most customers have a history: the features say so
+    assert (batch["device_orders_10m"] > 0).any() and (batch["customer_orders_1h"] > 0).any()  # some velocity
     key = ["kafka_offset"]
     assert_frame_equal(
         fast[COMPARED].sort_values(key).reset_index(drop=True).astype(object),

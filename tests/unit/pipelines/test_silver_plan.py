@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from ecom.schemas import BRONZE_SCHEMA, QUARANTINE_SCHEMA, SILVER_BASE_COLUMNS, SILVER_SCHEMA, arrow_schema
-from ml.features import Profile
+from ml.features import Profile, RecentOrders
+from ml.model import INPUT_COLUMNS
 from pipelines.silver import plan as p
 from pipelines.silver.transforms import alert_id
 
@@ -97,6 +98,21 @@ def test_a_first_attempt_routes_each_record_one_way():
     assert set(plan.profiles) == {"A"}
 
 
+def test_velocity_counts_the_recent_orders_the_stream_holds_and_the_batchs_earlier_ones():
+    """The stream's window holds A's order of 5 minutes before the batch; e2 (3 minutes after e1) counts both."""
+    window = RecentOrders()
+    window.add("A", None, "card", TS - dt.timedelta(minutes=5), "e0")
+    rows = routed(order("e1", "A", 0), order("e2", "A", 1, minute=3), order("e3", "B", 2, minute=3))
+    plan = p.plan_batch(
+        p.batch_rows(rows), stored_at(), p.Attempt("new"), {}, None,
+        alert_threshold=80, write_bronze=True, pipeline_version="v", now=NOW, recent=window,
+    )  # fmt: skip
+    counts = plan.silver.set_index("event_id")["customer_orders_10m"].to_dict()
+    assert counts == {"e1": 1, "e2": 2, "e3": 0}
+    assert [e for _, e, _ in plan.recent.customers["A"]] == ["e0", "e1", "e2"]  # the state takes these lists
+    assert [e for _, e, _ in window.customers["A"]] == ["e0"]  # the window handed in is not changed
+
+
 def test_an_empty_batch_plans_nothing_but_a_broken_record():
     plan = plan_of(routed(bad(7)), stored_at(), p.Attempt("new"), bronze=False)
     assert plan.silver.empty and plan.duplicates.empty and plan.served.empty and plan.customers == []
@@ -123,6 +139,8 @@ def test_a_retry_serves_again_what_the_first_attempt_wrote_to_silver():
 
 class FlagsBigOrders:
     """A stand-in model: 95 for orders above 1,000, else 5."""
+
+    input_columns = INPUT_COLUMNS
 
     def score(self, pdf: pd.DataFrame) -> pd.DataFrame:
         scores = [95.0 if a > 1000 else 5.0 for a in pdf["amount_value"]]

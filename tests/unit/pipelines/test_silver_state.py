@@ -5,15 +5,16 @@ import datetime as dt
 import pandas as pd
 import pyarrow as pa
 from deltalake import write_deltalake
+from pandas.testing import assert_frame_equal
 
 from ecom.lake import ensure_table
 from ecom.schemas import PROFILE_SCHEMA, arrow_schema
-from ml.features import apply_history, profiles_frame
+from ml.features import FEATURE_COLUMNS, RETAINED, apply_history, profiles_frame
 from pipelines.silver.state import CustomerState, snapshot_offsets
 
 COLUMNS = [
     "event_id", "customer_id", "event_time", "amount", "device_id", "ip_country", "shipping_country",
-    "customer_email_hash", "kafka_partition", "kafka_offset",
+    "customer_email_hash", "payment_method", "kafka_partition", "kafka_offset",
 ]  # fmt: skip
 
 
@@ -26,10 +27,16 @@ def batch(rows) -> pd.DataFrame:
 
 
 FIRST = batch(
-    [("e1", "A", t(1), 10.0, "d1", "DE", "DE", "h", 0, 0), ("e2", "B", t(2), 5.0, None, None, "US", None, 0, 1)]
+    [
+        ("e1", "A", t(1), 10.0, "d1", "DE", "DE", "h", "card", 0, 0),
+        ("e2", "B", t(2), 5.0, None, None, "US", None, "paypal", 0, 1),
+    ]
 )
 SECOND = batch(
-    [("e3", "A", t(3), 90.0, "d2", "FR", "DE", "h", 0, 2), ("e4", "C", t(4), 7.0, "d9", "PL", "PL", "c", 1, 0)]
+    [
+        ("e3", "A", t(3), 90.0, "d2", "FR", "DE", "h", "card", 0, 2),
+        ("e4", "C", t(4), 7.0, "d9", "PL", "PL", "c", "card", 1, 0),
+    ]
 )
 
 
@@ -80,3 +87,39 @@ def test_snapshot_offsets_come_from_the_latest_snapshot_commit():
     ]
     assert snapshot_offsets(history) == {0: 41, 2: 7}
     assert snapshot_offsets([{"userMetadata": "{broken"}]) == {}
+
+
+def orders_at(start: dt.datetime, minutes: list[int], first_offset: int) -> pd.DataFrame:
+    """Orders every few minutes, cycling through four customers and three devices (shared between them)."""
+    rows = []
+    for i, m in enumerate(minutes):
+        when = start + dt.timedelta(minutes=m)
+        offset = first_offset + i
+        rows.append((f"o{offset}", "ABCD"[offset % 4], when, 10.0 + offset, f"d{offset % 3}", "DE", "DE", None,
+                     ("card", "paypal")[offset % 2], 0, offset))  # fmt: skip
+    return batch(rows).assign(event_date=lambda d: d["event_time"].dt.date)
+
+
+def test_the_recent_orders_rebuilt_from_silver_give_the_features_of_the_carried_ones(tmp_path):
+    """Batches spanning midnight folded into a live state; a restart loads the state from silver (the window from
+    its last RETAINED only); the next batch, one order of it 5 minutes late, gets the same features from both."""
+    profiles_path, silver_path = str(tmp_path / "profiles"), str(tmp_path / "silver")
+    write_deltalake(profiles_path, pa.Table.from_pylist([], arrow_schema(PROFILE_SCHEMA)))
+    start = dt.datetime(2026, 11, 23, 22, 0)
+    batches = [orders_at(start, list(range(0, 90, 3)), 0), orders_at(start, list(range(90, 150, 2)), 30)]
+    live = CustomerState()
+    for rows in batches:
+        history = apply_history(rows, live.profiles, recent=live.recent)
+        live.apply(history.profiles, rows, history.recent)
+        write_deltalake(silver_path, rows, mode="append", partition_by=["event_date"])
+    restored = CustomerState.load(profiles_path, silver_path)
+    newest = start + dt.timedelta(minutes=148)
+    assert restored.recent.newest == live.recent.newest == newest
+    kept = {e for orders in restored.recent.customers.values() for _, e, _ in orders}
+    folded = pd.concat(batches)
+    assert kept == set(folded.loc[folded["event_time"] > newest - RETAINED, "event_id"])  # not the older ones
+    following = orders_at(start, [150, 143, 151, 152], 60)  # the second is 5 minutes older than the newest
+    carried = apply_history(following, live.profiles, recent=live.recent).features
+    rebuilt = apply_history(following, restored.profiles, recent=restored.recent).features
+    assert_frame_equal(rebuilt[list(FEATURE_COLUMNS)], carried[list(FEATURE_COLUMNS)])
+    assert carried["device_orders_1h"].min() > 0 and carried["customer_orders_10m"].max() > 0
