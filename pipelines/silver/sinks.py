@@ -487,32 +487,30 @@ def reconcile_alert_paths(cur, sink: str, batch_id: int, plan: BatchPlan) -> dic
     the per-order path wrote first (``AGREEMENT_OUTCOMES``), recorded in ``alert_path_agreement`` when there
     is anything to compare. The fast path's alerts of the batch's other scored orders (the micro-batch scored
     them below the threshold) are withdrawn: deleted unless an analyst has triaged them."""
-    alert_ids = [str(e) for e in plan.alerts["event_id"]]
+    alert_ids = {str(e) for e in plan.alerts["event_id"]}
     scored = plan.served[plan.served["fraud_score"].notna()]  # unscored (no model yet): nothing to withdraw
-    others = sorted(set(map(str, scored["event_id"])) - set(alert_ids))
+    ids = sorted(alert_ids | set(map(str, scored["event_id"])))
     counts = dict.fromkeys(AGREEMENT_OUTCOMES, 0)
-    if alert_ids:
+    if not ids:
+        return counts
+    # One lookup of the batch's fast-path rows (none when the fast path does not run); the rest only if found.
+    cur.execute(
+        f"SELECT event_id, {CONFIRMED} FROM fraud_alerts WHERE event_id = ANY(%s) AND source = '{FAST_PATH}'", (ids,)
+    )
+    fast = dict(cur.fetchall())
+    alerted = [e for e in fast if e in alert_ids]
+    withdrawn = [e for e in fast if e not in alert_ids]
+    counts["confirmed"] = sum(1 for e in alerted if fast[e])
+    counts["corrected"] = len(alerted) - counts["confirmed"]
+    counts["withdrawn"] = len(withdrawn)
+    counts["micro_batch_only"] = len(alert_ids) - len(alerted)
+    if alerted:
         cur.execute(
-            f"SELECT count(*) FILTER (WHERE {CONFIRMED}),"
-            f" count(*) FILTER (WHERE source = '{FAST_PATH}' AND NOT ({CONFIRMED})),"
-            f" count(*) FILTER (WHERE source <> '{FAST_PATH}')"
-            " FROM fraud_alerts WHERE event_id = ANY(%s)",
-            (alert_ids,),
+            "UPDATE fraud_alerts SET reconciled_at = now() WHERE event_id = ANY(%s) AND reconciled_at IS NULL",
+            (alerted,),
         )
-        counts["confirmed"], counts["corrected"], counts["micro_batch_only"] = cur.fetchone()
-        cur.execute(
-            f"UPDATE fraud_alerts SET reconciled_at = now() WHERE event_id = ANY(%s) AND source = '{FAST_PATH}'"
-            " AND reconciled_at IS NULL",
-            (alert_ids,),
-        )
-    if others:
-        cur.execute(f"SELECT count(*) FROM fraud_alerts WHERE event_id = ANY(%s) AND source = '{FAST_PATH}'", (others,))
-        counts["withdrawn"] = cur.fetchone()[0]
-        if counts["withdrawn"]:
-            cur.execute(
-                f"DELETE FROM fraud_alerts WHERE event_id = ANY(%s) AND source = '{FAST_PATH}' AND status = 'open'",
-                (others,),
-            )
+    if withdrawn:
+        cur.execute("DELETE FROM fraud_alerts WHERE event_id = ANY(%s) AND status = 'open'", (withdrawn,))
     if any(counts[k] for k in ("confirmed", "corrected", "withdrawn")):
         cur.execute(
             "INSERT INTO alert_path_agreement (sink, batch_id, confirmed, corrected, withdrawn, micro_batch_only)"
