@@ -189,6 +189,17 @@ class ScratchStream:
             time.sleep(0.5)
         raise RuntimeError(f"the stream served nothing within the timeout; see {self.process.log_file}")
 
+    def warm_up(self, rate: float, seconds: float, timeout_s: float = 300) -> float:
+        """Orders at ``rate`` for ``seconds``, then wait until all are served: the JVM's JIT, Spark's first jobs and
+        the model's first calls are behind the stream before anything is measured (its first 20-30 s of batches
+        at 1,000/s take two to five times the steady state's). Returns the seconds it took."""
+        started = time.monotonic()
+        if seconds > 0:
+            self.drive(rate, seconds, seed=3)
+            if not self.wait_until_all_served(timeout_s):
+                raise RuntimeError(f"the stream did not catch up after its warm-up; see {self.process.log_file}")
+        return time.monotonic() - started
+
     def wait_for_fast_path(self, timeout_s: float = 120) -> float:
         """Wait until the fast path reads the orders topic (its log says so); returns the seconds it took."""
         started = time.monotonic()

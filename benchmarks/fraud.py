@@ -19,7 +19,8 @@ champion in a scratch MLflow registry, and ``ecom stream all`` runs as a child
 process, with ``ecom stream alerts`` beside it (``--no-fast-path``: without),
 on its own topics, lake folder and database
 (``benchmarks._common.scratch_stream``; the embedded stack is started if Kafka
-is not running, and stopped afterwards). Live orders go to it at
+is not running, and stopped afterwards). After ``--warmup-seconds`` of orders at the same rate, all served
+(the JVM's and the model's first calls are slow), live orders go to it at
 ``--latency-rate`` (1,000/s) for ``--latency-seconds``; once every order is
 served, each alert's latency is the PostgreSQL commit of its row minus the
 order's event time (stamped when the order is sent). The commit time is
@@ -277,6 +278,8 @@ def alert_latency(
         if args.fast_path:
             log("waiting for the fast path to read the orders topic ...")
             stream.wait_for_fast_path()
+        log(f"warm-up: {args.latency_rate:.0f} orders/s for {args.warmup_seconds:.0f}s ...")
+        warmup_s = stream.warm_up(args.latency_rate, args.warmup_seconds)
         log(f"alert latency: {args.latency_rate:.0f} orders/s for {args.latency_seconds:.0f}s ...")
         run = stream.drive(
             args.latency_rate,
@@ -316,6 +319,7 @@ def alert_latency(
             "order_p50_latency_ms": percentile(order_ms, 50),
             "order_p95_latency_ms": percentile(order_ms, 95),
             "stream_startup_s": round(startup_s, 1),
+            "warmup_s": round(warmup_s, 1),
             "trigger": args.trigger,
             "batch_steps": steps,
         },
@@ -342,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-rate", type=float, default=1000, help="orders/s for alert latency (default 1000)")
     parser.add_argument("--latency-seconds", type=float, default=60,
                         help="how long orders are sent for alert latency (default 60)")  # fmt: skip
+    parser.add_argument("--warmup-seconds", type=float, default=30,
+                        help="orders at the latency rate, all served, before latency is measured (default 30)")  # fmt: skip
     parser.add_argument("--drain-seconds", type=float, default=300,
                         help="how long to wait afterwards for every order to be served (default 300)")  # fmt: skip
     parser.add_argument("--trigger", default="0 seconds", help="stream trigger interval (default: 0 seconds)")
