@@ -16,7 +16,9 @@ all`` as a separate process, and drives the simulator on this same machine.
   a step is sustained when the backlog (produced - served in PostgreSQL)
   at its end is no larger than at its middle plus two seconds of input,
   i.e. bronze, silver and PostgreSQL all keep up. ``sustained_tx_per_s`` is
-  the highest sustained step.
+  the highest sustained step. Each step also reports ``served_tx_per_s``, the
+  orders served per second in its second half: at a step the stream cannot
+  keep up with, that is its capacity, a figure finer than the steps.
 
 ``--model`` scores with a forest fitted here (in the run's own registry); ``--fast-path`` runs the per-order
 alert path (``ecom stream alerts``) beside the stream, on the same
@@ -183,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
                 {
                     "target_tx_per_s": rate,
                     "generated_tx_per_s": round(achieved, 1),
+                    "served_tx_per_s": round((marks["end"] - marks["mid"]) / (args.step_seconds / 2 - 0.5), 1),
                     "lag_mid": int(lag_mid),
                     "lag_end": int(lag_end),
                     "sustained": ok,
