@@ -9,8 +9,9 @@ from dashboard.data import ANALYST_ROLE, READER_ROLE, TtlCache, refresh_now, rol
 
 def test_role_dsn_swaps_the_user_and_takes_the_role_password_from_the_environment(settings):
     env = {"ECOM_POSTGRES_READER_PASSWORD": "p@ss/word"}
-    assert role_dsn(settings, READER_ROLE, env) == "postgresql://ecom_reader:p%40ss%2Fword@127.0.0.1:15433/ecom"
-    assert role_dsn(settings, ANALYST_ROLE, {}) == "postgresql://ecom_analyst@127.0.0.1:15433/ecom"
+    where = f"{settings.postgres.host}:{settings.postgres.port}/{settings.postgres.database}"
+    assert role_dsn(settings, READER_ROLE, env) == f"postgresql://ecom_reader:p%40ss%2Fword@{where}"
+    assert role_dsn(settings, ANALYST_ROLE, {}) == f"postgresql://ecom_analyst@{where}"
     explicit = {"ECOM_DASHBOARD_POSTGRES_DSN": "postgresql://r@db:5432/shop"}
     assert role_dsn(settings, READER_ROLE, explicit) == "postgresql://r@db:5432/shop"
 
