@@ -19,8 +19,10 @@ champion in a scratch MLflow registry, and ``ecom stream all`` runs as a child
 process, with ``ecom stream alerts`` beside it (``--no-fast-path``: without),
 on its own topics, lake folder and database
 (``benchmarks._common.scratch_stream``; the embedded stack is started if Kafka
-is not running, and stopped afterwards). After ``--warmup-seconds`` of orders at the same rate, all served
-(the JVM's and the model's first calls are slow), live orders go to it at
+is not running, and stopped afterwards). It first takes in ``--history-orders`` of history (the live shop
+continues it: its fraud hits customers with history, as in a shop that has been running; without it every
+customer is a first-timer and almost nothing alerts). After ``--warmup-seconds`` of orders at the live rate,
+all served (the JVM's and the model's first calls are slow), live orders go to it at
 ``--latency-rate`` (1,000/s) for ``--latency-seconds``; once every order is
 served, each alert's latency is the PostgreSQL commit of its row minus the
 order's event time (stamped when the order is sent). The commit time is
@@ -235,15 +237,17 @@ def alert_commit_times(dsn: str) -> dict[str, float | None]:
     return times
 
 
-def path_agreement(dsn: str) -> dict:
-    """The paths' agreement over the run: alert rows by the path that wrote them first, and the micro-batches'
-    outcomes summed (``alert_path_agreement``: confirmed, corrected, withdrawn, micro_batch_only)."""
+def path_agreement(dsn: str, since: datetime) -> dict:
+    """The paths' agreement over the run from ``since``: alert rows written since by the path that wrote them
+    first, and the micro-batches' outcomes summed (``alert_path_agreement``: confirmed, corrected, withdrawn,
+    micro_batch_only)."""
     with connection(dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT source, count(*) FROM fraud_alerts GROUP BY source")
+        cur.execute("SELECT source, count(*) FROM fraud_alerts WHERE written_at >= %s GROUP BY source", (since,))
         by_source = dict(cur.fetchall())
         cur.execute(
             "SELECT coalesce(sum(confirmed), 0), coalesce(sum(corrected), 0), coalesce(sum(withdrawn), 0),"
-            " coalesce(sum(micro_batch_only), 0) FROM alert_path_agreement"
+            " coalesce(sum(micro_batch_only), 0) FROM alert_path_agreement WHERE committed_at >= %s",
+            (since,),
         )
         confirmed, corrected, withdrawn, only = (int(x) for x in cur.fetchone())
     compared = confirmed + corrected + withdrawn
@@ -278,8 +282,14 @@ def alert_latency(
         if args.fast_path:
             log("waiting for the fast path to read the orders topic ...")
             stream.wait_for_fast_path()
+        if args.history_orders:
+            log(f"history: {args.history_orders:,} orders over {args.history_days:g} days ...")
+            stream.backfill(args.history_orders, args.history_days, seed=2)
+            if not stream.wait_until_all_served(args.drain_seconds):
+                raise RuntimeError(f"the stream did not take in the history; see {stream.process.log_file}")
         log(f"warm-up: {args.latency_rate:.0f} orders/s for {args.warmup_seconds:.0f}s ...")
-        warmup_s = stream.warm_up(args.latency_rate, args.warmup_seconds)
+        warmup_s = stream.warm_up(args.latency_rate, args.warmup_seconds, seed=2)
+        measured_from = datetime.now(UTC)
         log(f"alert latency: {args.latency_rate:.0f} orders/s for {args.latency_seconds:.0f}s ...")
         run = stream.drive(
             args.latency_rate,
@@ -292,7 +302,7 @@ def alert_latency(
         time.sleep(2 if args.fast_path else 0)  # the micro-batches' last agreement rows
         alerts = {e: t for e, t in alert_commit_times(stream.dsn).items() if e in sent}
         orders = {e: t for e, t in commit_times(stream.dsn, "transactions").items() if e in sent}
-        paths = path_agreement(stream.dsn)
+        paths = path_agreement(stream.dsn, measured_from)
 
     def latencies_ms(times: dict[str, float | None]) -> list[float]:
         return [1000 * (t - epoch(sent[e])) for e, t in times.items() if t is not None]
@@ -318,6 +328,7 @@ def alert_latency(
             "model_version": versions[0] if versions else None,
             "order_p50_latency_ms": percentile(order_ms, 50),
             "order_p95_latency_ms": percentile(order_ms, 95),
+            "history_orders": args.history_orders,
             "stream_startup_s": round(startup_s, 1),
             "warmup_s": round(warmup_s, 1),
             "trigger": args.trigger,
@@ -346,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-rate", type=float, default=1000, help="orders/s for alert latency (default 1000)")
     parser.add_argument("--latency-seconds", type=float, default=60,
                         help="how long orders are sent for alert latency (default 60)")  # fmt: skip
+    parser.add_argument("--history-orders", type=int, default=30_000,
+                        help="orders of history the stream takes in first, so that the live orders' fraud hits "
+                        "customers with history (default 30000; 0: none, every customer new)")  # fmt: skip
+    parser.add_argument("--history-days", type=float, default=30, help="days the history spans (default 30)")
     parser.add_argument("--warmup-seconds", type=float, default=30,
                         help="orders at the latency rate, all served, before latency is measured (default 30)")  # fmt: skip
     parser.add_argument("--drain-seconds", type=float, default=300,

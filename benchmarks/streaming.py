@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         log(f"  p50 {result['p50_latency_ms']} ms, p95 {result['p95_latency_ms']} ms")
 
+        stream.wait_until_all_served(120)  # the steps start from an empty backlog
         steps = []
         sustained = 0.0
         for i, rate in enumerate(float(r) for r in args.rates.split(",")):
