@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -158,7 +158,8 @@ class ScratchStream:
     process: ManagedProcess
     sent: int = 0  # orders sent to its topic through ``drive``
     fast_path: ManagedProcess | None = None  # ``ecom stream alerts`` beside it, when asked for
-    shops: dict[int, TransactionSimulator] = field(default_factory=dict)  # seed -> a shop with history (backfill)
+    seed: int = 1  # of the one simulated shop every order sent to this stream comes from
+    shop: TransactionSimulator | None = None  # made by the first ``backfill`` or ``drive``, continued after
 
     @property
     def dsn(self) -> str:
@@ -170,48 +171,52 @@ class ScratchStream:
             cur.execute("SELECT count(*) FROM transactions")
             return cur.fetchone()[0]
 
-    def drive(
-        self, rate: float, seconds: float, seed: int, on_event: Callable[[dict], None] | None = None
-    ) -> RunResult:
-        """Send simulated live orders at ``rate`` per second for ``seconds`` from this process: the shop of
-        ``seed`` that ``backfill`` gave a history, else a new shop (every customer a first-timer)."""
-        sim = self.shops.get(seed) or TransactionSimulator(self.settings.simulator, seed=seed)
+    def drive(self, rate: float, seconds: float, on_event: Callable[[dict], None] | None = None) -> RunResult:
+        """Send live orders of this stream's shop at ``rate`` per second for ``seconds`` from this process.
+
+        One shop for every call: customer ids are the simulator's, so orders of two independently seeded shops
+        would give one customer id two unrelated histories (other devices, other countries) and half of the
+        orders would look like account takeovers."""
+        if self.shop is None:
+            self.shop = TransactionSimulator(self.settings.simulator, seed=self.seed)
         producer = TransactionProducer(self.settings)
-        run = run_live(self.settings, producer, sim, rate, duration=seconds, progress=False, on_event=on_event)
+        run = run_live(self.settings, producer, self.shop, rate, duration=seconds, progress=False, on_event=on_event)
         self.sent += run.transactions
         return run
 
-    def backfill(self, count: int, days: float, seed: int) -> None:
-        """``count`` orders of ``days`` of history before now, as ``ecom generate --backfill-days`` sends them; later
-        ``drive`` calls with the same ``seed`` continue this shop, so its fraud hits customers with history."""
-        sim = TransactionSimulator(self.settings.simulator, seed=seed, expected_orders=count)
+    def backfill(self, count: int, days: float) -> None:
+        """``count`` orders of ``days`` of history before now, as ``ecom generate --backfill-days`` sends them;
+        the live orders of later ``drive`` calls continue this shop, so its fraud hits customers with history.
+        Only before any live order."""
+        if self.shop is not None:
+            raise RuntimeError("a backfill comes before the stream's first live order")
+        self.shop = TransactionSimulator(self.settings.simulator, seed=self.seed, expected_orders=count)
         producer = TransactionProducer(self.settings)
         try:
-            stats = producer.send_all(sim.backfill(count, days=days, end=datetime.now(UTC)))
+            stats = producer.send_all(self.shop.backfill(count, days=days, end=datetime.now(UTC)))
         finally:
             producer.close()
         if stats.failed:
             raise RuntimeError(f"{stats.failed:,} of {count:,} history orders were not acknowledged")
         self.sent += count
-        self.shops[seed] = sim
 
     def wait_for_first_orders(self, timeout_s: float = 180) -> float:
         """Send a few warm-up orders and wait until they are served; returns the seconds it took."""
         started = time.monotonic()
-        self.drive(50, 2, seed=1)
+        self.drive(50, 2)
         while time.monotonic() - started < timeout_s:
             if self.served() > 0:
                 return time.monotonic() - started
             time.sleep(0.5)
         raise RuntimeError(f"the stream served nothing within the timeout; see {self.process.log_file}")
 
-    def warm_up(self, rate: float, seconds: float, timeout_s: float = 300, seed: int = 3) -> float:
+    def warm_up(self, rate: float, seconds: float, timeout_s: float = 300) -> float:
         """Orders at ``rate`` for ``seconds``, then wait until all are served: the JVM's JIT, Spark's first jobs and
         the model's first calls are behind the stream before anything is measured (its first 20-30 s of batches
         at 1,000/s take two to five times the steady state's). Returns the seconds it took."""
         started = time.monotonic()
         if seconds > 0:
-            self.drive(rate, seconds, seed=seed)
+            self.drive(rate, seconds)
             if not self.wait_until_all_served(timeout_s):
                 raise RuntimeError(f"the stream did not catch up after its warm-up; see {self.process.log_file}")
         return time.monotonic() - started

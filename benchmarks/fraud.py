@@ -277,24 +277,24 @@ def alert_latency(
             settings, "fraud", trigger=args.trigger, own_registry=True, prepare=prepare, fast_path=args.fast_path
         ) as stream,
     ):
+        stream.seed = 2
+        if args.history_orders:
+            log(f"history: {args.history_orders:,} orders over {args.history_days:g} days ...")
+            stream.backfill(args.history_orders, args.history_days)
         log("waiting for the scoring stream to serve its first orders ...")
         startup_s = stream.wait_for_first_orders()
         if args.fast_path:
             log("waiting for the fast path to read the orders topic ...")
             stream.wait_for_fast_path()
-        if args.history_orders:
-            log(f"history: {args.history_orders:,} orders over {args.history_days:g} days ...")
-            stream.backfill(args.history_orders, args.history_days, seed=2)
-            if not stream.wait_until_all_served(args.drain_seconds):
-                raise RuntimeError(f"the stream did not take in the history; see {stream.process.log_file}")
+        if not stream.wait_until_all_served(args.drain_seconds):
+            raise RuntimeError(f"the stream did not take in the history; see {stream.process.log_file}")
         log(f"warm-up: {args.latency_rate:.0f} orders/s for {args.warmup_seconds:.0f}s ...")
-        warmup_s = stream.warm_up(args.latency_rate, args.warmup_seconds, seed=2)
+        warmup_s = stream.warm_up(args.latency_rate, args.warmup_seconds)
         measured_from = datetime.now(UTC)
         log(f"alert latency: {args.latency_rate:.0f} orders/s for {args.latency_seconds:.0f}s ...")
         run = stream.drive(
             args.latency_rate,
             args.latency_seconds,
-            seed=2,
             on_event=lambda e: sent.update({e["event_id"]: e["event_time"]}),
         )
         log("waiting until every order is served ...")

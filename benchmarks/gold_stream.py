@@ -112,11 +112,11 @@ class MinutePoller:
         return found
 
 
-def _probe_latency(stream: ScratchStream, rate: float, seconds: float, seed: int) -> dict:
+def _probe_latency(stream: ScratchStream, rate: float, seconds: float) -> dict:
     probe = LatencyProbe(stream.dsn)
     poller = threading.Thread(target=probe.run, daemon=True)
     poller.start()
-    run = stream.drive(rate, seconds, seed=seed, on_event=probe.on_event)
+    run = stream.drive(rate, seconds, on_event=probe.on_event)
     probe.deadline = time.time() + 60
     probe.stop.set()
     poller.join()
@@ -265,7 +265,7 @@ def measure_minute_lag(
         log(f"ingest alone: {rate:.0f} orders/s for {baseline_seconds:.0f}s ...")
         meter = CpuMeter(ingest=stream.process.pid())
         meter.start()
-        result["ingest_without_gold"] = {**_probe_latency(stream, rate, baseline_seconds, seed=2), **meter.stop()}
+        result["ingest_without_gold"] = {**_probe_latency(stream, rate, baseline_seconds), **meter.stop()}
         stream.wait_until_all_served(120)
 
         gold = ManagedProcess(f"bench-gold-live-{time.strftime('%Y%m%d%H%M%S')}", stream.settings.run_dir)
@@ -281,7 +281,7 @@ def measure_minute_lag(
             log(f"ingest + gold: {rate:.0f} orders/s for {seconds:.0f}s ...")
             meter = CpuMeter(ingest=stream.process.pid(), gold=gold.pid())
             meter.start()
-            result["ingest_with_gold"] = {**_probe_latency(stream, rate, seconds, seed=3), **meter.stop()}
+            result["ingest_with_gold"] = {**_probe_latency(stream, rate, seconds), **meter.stop()}
             ended = dt.datetime.now(dt.UTC)
             time.sleep(settle_s)
             poller.stop.set()

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         probe = LatencyProbe(dsn)
         poller = threading.Thread(target=probe.run, daemon=True)
         poller.start()
-        run = stream.drive(args.latency_rate, args.latency_seconds, seed=2, on_event=probe.on_event)
+        run = stream.drive(args.latency_rate, args.latency_seconds, on_event=probe.on_event)
         probe.deadline = time.time() + 60
         probe.stop.set()  # keep following what is in flight, for at most a minute
         poller.join()
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         stream.wait_until_all_served(120)  # the steps start from an empty backlog
         steps = []
         sustained = 0.0
-        for i, rate in enumerate(float(r) for r in args.rates.split(",")):
+        for rate in (float(r) for r in args.rates.split(",")):
             log(f"throughput step: {rate:.0f} orders/s for {args.step_seconds:.0f}s ...")
             produced_before = stream.served()
             marks: dict[str, int] = {}
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             timer_end = threading.Timer(args.step_seconds - 0.5, lambda m=marks: m.__setitem__("end", stream.served()))
             timer_mid.start()
             timer_end.start()
-            run = stream.drive(rate, args.step_seconds, seed=10 + i)
+            run = stream.drive(rate, args.step_seconds)
             timer_mid.join()
             timer_end.join()
             achieved = run.transactions / max(run.wall_seconds, 1e-9)
