@@ -317,6 +317,7 @@ class RetentionSettings(_Section):
     days: int = 90  # hot horizon: bronze, silver, quarantine, duplicates and PostgreSQL transactions, by event date
     alerts_days: int = 730  # fraud alerts (silver/fraud_alerts, PostgreSQL fraud_alerts)
     summaries_days: int = 365  # PostgreSQL analytics_summaries, by period start
+    bookkeeping_days: int = 30  # PostgreSQL pipeline_batches, stream_progress, alert_path_agreement (newest kept)
     lookup_margin_days: int = 2  # the stream also looks events this much younger than the horizon up in the archive
     prune_batch_rows: int = 5000  # PostgreSQL rows deleted per transaction
     schedule_s: float = 3600  # the demo runs `ecom lifecycle run` this often

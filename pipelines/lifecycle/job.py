@@ -4,8 +4,9 @@ One run, in this order (docs/lifecycle.md):
 
 1. lake (``archive.move_table``): for each table of ``policy.LAKE_POLICIES``, rows whose event date is before
    the cutoff of its horizon move to ``archive/<layer>/<table>``, month by month: copied, counted, then deleted;
-2. PostgreSQL (``prune.prune_table``), only once every lake move succeeded: ``transactions`` to the hot horizon,
-   ``fraud_alerts`` to the alerts horizon, ``analytics_summaries`` to the summaries horizon, in bounded batches.
+2. PostgreSQL (``prune_postgres``), only once every lake move succeeded: each table of ``policy.PG_POLICIES``
+   to its horizon (``transactions`` the hot one, ``fraud_alerts`` the alerts one, the streams' per-batch
+   bookkeeping the bookkeeping one, each sink's newest batch kept), in bounded batches.
 
 ``--dry-run`` counts what would move or be pruned and changes nothing. ``--every S`` runs it again every S
 seconds (the demo's schedule). Horizons come from ``retention`` in the settings; ``--as-of`` moves "today".
@@ -77,7 +78,7 @@ def run_lifecycle(
     settings: Settings, as_of: dt.date | None = None, dry_run: bool = False, echo: Callable[[str], None] = print
 ) -> LifecycleReport:
     """One lifecycle run: lake moves, then PostgreSQL pruning; returns what it did."""
-    from pipelines.lifecycle import archive, prune
+    from pipelines.lifecycle import archive
 
     as_of = as_of or dt.datetime.now(dt.UTC).date()
     days = cutoffs(settings, as_of)
@@ -95,9 +96,21 @@ def run_lifecycle(
                 + ("" if dry_run else f" ({m.archived:,} archived now, {m.deleted:,} deleted hot)")
             ),
         )
+    report.pruned = prune_postgres(settings, as_of, dry_run, echo)
+    return report
+
+
+def prune_postgres(
+    settings: Settings, as_of: dt.date, dry_run: bool = False, echo: Callable[[str], None] = print
+) -> list[prune.Pruned]:
+    """PostgreSQL's part of a run: every table of ``PG_POLICIES`` pruned to its horizon on ``as_of``."""
+    from pipelines.lifecycle import prune
+
+    days = cutoffs(settings, as_of)
+    pruned = []
     for policy in PG_POLICIES:
         echo(f"PostgreSQL {policy.table}: rows dated before {days[policy.horizon]} ...")
-        report.pruned.append(
+        pruned.append(
             prune.prune_table(
                 settings.postgres.dsn,
                 policy,
@@ -107,7 +120,7 @@ def run_lifecycle(
                 echo=lambda p: echo(f"  {p.rows:,} rows {'would be pruned' if dry_run else 'pruned'}"),
             )
         )
-    return report
+    return pruned
 
 
 def add_lifecycle_arguments(parser: argparse.ArgumentParser) -> None:

@@ -75,20 +75,34 @@ LAKE_POLICIES: tuple[LakePolicy, ...] = (
 
 @dataclass(frozen=True)
 class PgPolicy:
-    """How one PostgreSQL table ages: rows where ``age`` (SQL over its columns) is before the cutoff are deleted."""
+    """How one PostgreSQL table ages: rows where ``age`` (SQL over its columns) is before the cutoff are deleted,
+    except those where ``keep`` (SQL over the table's columns, the table by its own name) holds."""
 
     table: str
     age: str
     horizon: str = "days"
+    keep: str = ""
 
     def days(self, retention: RetentionSettings) -> int:
         return getattr(retention, self.horizon)
 
 
+def newest_batch_of_its_sink(table: str) -> str:
+    """``keep`` for bookkeeping by (sink, batch_id): a sink's newest batch stays however old it is (a stream
+    stopped for longer than the horizon resumes from it: replay check, gold's watermark)."""
+    return f"batch_id = (SELECT max(k.batch_id) FROM {table} k WHERE k.sink = {table}.sink)"
+
+
 PG_POLICIES: tuple[PgPolicy, ...] = (
     PgPolicy("transactions", "event_time"),
     PgPolicy("fraud_alerts", "coalesce(event_time, created_at)", horizon="alerts_days"),
+    PgPolicy("fraud_labels", "label_time", horizon="alerts_days"),
     PgPolicy("analytics_summaries", "period_start", horizon="summaries_days"),
+    PgPolicy("quarantine_counts", "minute"),
+    # The streams' bookkeeping: a row per micro-batch and sink, about one a second while they run.
+    PgPolicy("pipeline_batches", "committed_at", "bookkeeping_days", newest_batch_of_its_sink("pipeline_batches")),
+    PgPolicy("stream_progress", "committed_at", "bookkeeping_days", newest_batch_of_its_sink("stream_progress")),
+    PgPolicy("alert_path_agreement", "committed_at", "bookkeeping_days"),
 )
 
 

@@ -25,10 +25,15 @@ class Pruned:
     batches: int = 0
 
 
+def past(policy: PgPolicy) -> str:
+    """SQL condition (one parameter: the cutoff instant) for the rows of ``policy.table`` to delete."""
+    return f"{policy.age} < %s" + (f" AND NOT ({policy.keep})" if policy.keep else "")
+
+
 def count_past(dsn: str, policy: PgPolicy, before: dt.date) -> int:
-    """Rows of ``policy.table`` dated before ``before``."""
+    """Rows of ``policy.table`` dated before ``before`` (and not kept)."""
     with db.connection(dsn) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT count(*) FROM {policy.table} WHERE {policy.age} < %s", (cutoff_instant(before),))
+        cur.execute(f"SELECT count(*) FROM {policy.table} WHERE {past(policy)}", (cutoff_instant(before),))
         return cur.fetchone()[0]
 
 
@@ -40,7 +45,8 @@ def prune_table(
     dry_run: bool = False,
     echo: Callable[[Pruned], None] = lambda pruned: None,
 ) -> Pruned:
-    """Delete the rows of ``policy.table`` dated before ``before``, ``batch_rows`` per transaction."""
+    """Delete the rows of ``policy.table`` dated before ``before`` (except ``policy.keep``), ``batch_rows`` per
+    transaction."""
     if dry_run:
         result = Pruned(policy.table, count_past(dsn, policy, before))
         echo(result)
@@ -53,7 +59,7 @@ def prune_table(
                 cur.execute("SET LOCAL lock_timeout = '5s'")  # a row the stream holds: fail, the next run retries
                 cur.execute(
                     f"DELETE FROM {policy.table} WHERE ctid = ANY(ARRAY("
-                    f"SELECT ctid FROM {policy.table} WHERE {policy.age} < %s LIMIT %s))",
+                    f"SELECT ctid FROM {policy.table} WHERE {past(policy)} LIMIT %s))",
                     (cutoff_instant(before), batch_rows),
                 )
                 deleted = cur.rowcount
