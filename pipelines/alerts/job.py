@@ -11,7 +11,8 @@ it, and the recent orders rebuilt from silver's last hour), then every order thi
 lacks: records this path handled before a restart are folded in again, but only orders younger than
 ``max_age_s`` alert, and their rows exist already, so nothing is written twice. A record the micro-batch
 served first (PostgreSQL holds its event at this record's Kafka coordinates) is folded in without an alert:
-the micro-batch's alert is the record's. A repeat of an event (this path has seen it, ``seen``, bounded; or
+the micro-batch's alert is the record's. Orders that cannot alert here (served first, or older than
+``max_age_s``) are folded in without being scored, so a path that fell behind catches up faster. A repeat of an event (this path has seen it, ``seen``, bounded; or
 PostgreSQL holds it from another record) is not folded in again.
 
 I/O is at the edges (consumer, producer, connection), passed in, so tests use the real broker and database.
@@ -55,7 +56,7 @@ class Counts:
     refused: int = 0  # left to the micro-batch (validate.Refused)
     repeats: int = 0
     behind: int = 0  # served by the micro-batch first: folded into the state, not alerted here
-    stale: int = 0  # alerts of orders older than max_age_s: left to the micro-batch
+    stale: int = 0  # orders older than max_age_s: folded into the state, not scored (the micro-batch's)
     alerts: int = 0  # rows this path inserted
     alerts_existing: int = 0  # the event had its alert already (the micro-batch, or this path before)
     messages: int = 0
@@ -132,17 +133,20 @@ class FastPath:
         if not taken:
             return pd.DataFrame(columns=list(ALERT_COLUMNS))
         rows = step.order_rows(taken, self.key, "fast-path", now)
+        # Only an order this path can alert is scored: one the micro-batch served first, or one older than
+        # max_age, is the micro-batch's, and only folded in (behind its stream, this path catches up faster).
+        fresh = rows["event_time"] >= (now - self.max_age).replace(tzinfo=None)
+        first = ~rows["event_id"].isin(served)
         done = step.score_step(
-            rows, self.state.profiles, self.model(), self.settings.fraud.alert_threshold, self.state.recent
-        )
+            rows, self.state.profiles, self.model(), self.settings.fraud.alert_threshold, self.state.recent,
+            score=fresh & first,
+        )  # fmt: skip
         self.state.apply(done.profiles, rows, done.recent)
         for event_id in ids:
             self._remember(event_id)
         self.counts.behind += len(served)
-        alerts = done.alerts[~done.alerts["event_id"].isin(served)]
-        fresh = alerts["event_time"] >= (now - self.max_age).replace(tzinfo=None)
-        self.counts.stale += int((~fresh).sum())
-        return alerts[fresh]
+        self.counts.stale += int((~fresh & first).sum())
+        return done.alerts
 
     def write(self, conn, producer, alerts: pd.DataFrame) -> int:
         """Insert the alerts PostgreSQL does not hold yet, send those to Kafka, then mark the ones Kafka

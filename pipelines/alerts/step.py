@@ -38,7 +38,7 @@ Coordinates = tuple[str, int, int, dt.datetime]  # Kafka topic, partition, offse
 
 @dataclass(frozen=True)
 class Step:
-    rows: pd.DataFrame  # silver columns, scored when a model was given
+    rows: pd.DataFrame  # silver columns of the rows to score (all, or the mask's), scored when a model was given
     alerts: pd.DataFrame  # ALERT_SCHEMA rows of the orders at or above the threshold
     profiles: dict[str, features.Profile]  # the profiles these orders changed
     recent: features.RecentOrders  # the recent orders these orders changed
@@ -103,11 +103,15 @@ def score_step(
     model: Model | None,
     threshold: float,
     recent: features.RecentOrders | None = None,
+    score: pd.Series | None = None,
 ) -> Step:
     """Features from the profiles and the recent orders before these orders, scores, alerts (as
-    ``plan.plan_batch`` for new events)."""
+    ``plan.plan_batch`` for new events). ``score``: a mask of the rows to score (the others keep null scores and
+    cannot alert; every row still goes into the profiles and recent orders); None: all."""
     history = features.apply_history(rows, profiles, recent=recent)
     scored = t.with_unscored_columns(history.features)
+    if score is not None:
+        scored = scored[score.reindex(scored.index, fill_value=False).to_numpy(dtype=bool)]
     if model is not None and len(scored):
         scored = score_frame(scored, *model, threshold)
     scored = scored[SILVER_SCHEMA.fieldNames()]

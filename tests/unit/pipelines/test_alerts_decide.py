@@ -95,4 +95,4 @@ def test_only_orders_younger_than_the_maximum_age_alert(shop):
 
     alerts = path.decide(shop[3], later)
 
-    assert alerts.empty and path.counts.stale >= 5 and path.counts.taken == 40
+    assert alerts.empty and path.counts.stale == path.counts.taken == 40
