@@ -150,6 +150,22 @@ def step_medians(log_text: str) -> dict:
     return {"batches": batches, "median_ms": medians, "median_total_ms": round(sum(medians.values()), 1)}
 
 
+def tree_cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants (the stream's JVM, Spark's
+    Python workers), from /proc; 0 for no process."""
+    total, stack, tick = 0, [pid] if pid else [], os.sysconf("SC_CLK_TCK")
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+            for task in os.listdir(f"/proc/{p}/task"):
+                stack += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+    return total / tick
+
+
 @dataclass
 class ScratchStream:
     """A running ``ecom stream all`` child process and the scratch settings it runs with."""
@@ -183,6 +199,13 @@ class ScratchStream:
         run = run_live(self.settings, producer, self.shop, rate, duration=seconds, progress=False, on_event=on_event)
         self.sent += run.transactions
         return run
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by the stream's process tree and by the fast path's."""
+        out = {"stream": tree_cpu_seconds(self.process.pid)}
+        if self.fast_path is not None:
+            out["fast_path"] = tree_cpu_seconds(self.fast_path.pid)
+        return out
 
     def backfill(self, count: int, days: float) -> None:
         """``count`` orders of ``days`` of history before now, as ``ecom generate --backfill-days`` sends them;

@@ -18,7 +18,10 @@ all`` as a separate process, and drives the simulator on this same machine.
   i.e. bronze, silver and PostgreSQL all keep up. ``sustained_tx_per_s`` is
   the highest sustained step. Each step also reports ``served_tx_per_s``, the
   orders served per second in its second half: at a step the stream cannot
-  keep up with, that is its capacity, a figure finer than the steps.
+  keep up with, that is its capacity, a figure finer than the steps; and
+  ``cpu_s``, the CPU seconds the stream's process tree (its JVM and Python
+  workers included) and the fast path's used during the step: what the fast
+  path costs, whatever else the machine was doing.
 
 ``--model`` scores with a forest fitted here (in the run's own registry); ``--fast-path`` runs the per-order
 alert path (``ecom stream alerts``) beside the stream, on the same
@@ -144,7 +147,9 @@ def main(argv: list[str] | None = None) -> None:
         probe = LatencyProbe(dsn)
         poller = threading.Thread(target=probe.run, daemon=True)
         poller.start()
+        cpu_before = stream.cpu_seconds()
         run = stream.drive(args.latency_rate, args.latency_seconds, on_event=probe.on_event)
+        latency_cpu = {k: round(v - cpu_before[k], 1) for k, v in stream.cpu_seconds().items()}
         probe.deadline = time.time() + 60
         probe.stop.set()  # keep following what is in flight, for at most a minute
         poller.join()
@@ -158,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                 "p50_latency_ms": percentile(lat, 50),
                 "p95_latency_ms": percentile(lat, 95),
                 "p99_latency_ms": percentile(lat, 99),
+                "latency_cpu_s": latency_cpu,
             }
         )
         log(f"  p50 {result['p50_latency_ms']} ms, p95 {result['p95_latency_ms']} ms")
@@ -168,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         for rate in (float(r) for r in args.rates.split(",")):
             log(f"throughput step: {rate:.0f} orders/s for {args.step_seconds:.0f}s ...")
             produced_before = stream.served()
+            cpu_before = stream.cpu_seconds()
             marks: dict[str, int] = {}
             timer_mid = threading.Timer(args.step_seconds / 2, lambda m=marks: m.__setitem__("mid", stream.served()))
             timer_end = threading.Timer(args.step_seconds - 0.5, lambda m=marks: m.__setitem__("end", stream.served()))
@@ -177,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
             timer_mid.join()
             timer_end.join()
             achieved = run.transactions / max(run.wall_seconds, 1e-9)
+            cpu = {k: round(v - cpu_before[k], 1) for k, v in stream.cpu_seconds().items()}
             sent_mid = achieved * args.step_seconds / 2
             sent_end = achieved * (args.step_seconds - 0.5)
             lag_mid = sent_mid - (marks["mid"] - produced_before)
@@ -190,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
                     "lag_mid": int(lag_mid),
                     "lag_end": int(lag_end),
                     "sustained": ok,
+                    "cpu_s": cpu,
                 }
             )
             log(
