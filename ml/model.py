@@ -52,6 +52,7 @@ OUTPUT_COLUMNS = ("fraud_score", "fraud_reasons")
 DERIVED_FEATURES = (
     "log_amount_rel",  # log(amount / the training median amount in the order's currency)
     "log_amount_ratio",  # log(amount / customer's prior average); 0 for a first order
+    "log_amount_above_avg",  # the same, 0 at or below the average: only the side fraud is on
     "log_prior_tx_count",  # log(1 + orders before this one)
     "log10_seconds_since_last",  # log10 of the gap to the previous order; 7 (~4 months) for a first order
     "is_new_device_known_customer",  # a device the customer never used, for a customer with history
@@ -124,6 +125,7 @@ class FraudFeatures(BaseEstimator, TransformerMixin):
         out = pd.DataFrame(index=X.index)
         out["log_amount_rel"] = np.log(amount.clip(lower=0.01) / median).fillna(0.0)
         out["log_amount_ratio"] = np.log(ratio.clip(lower=1e-3)).fillna(0.0)
+        out["log_amount_above_avg"] = out["log_amount_ratio"].clip(lower=0.0)
         out["log_prior_tx_count"] = np.log1p(prior)
         out["log10_seconds_since_last"] = np.log10(gap.clip(lower=1.0)).fillna(NO_PREVIOUS_ORDER_LOG10_S)
         out["is_new_device_known_customer"] = (_flag(X, "is_new_device") & known).astype("float64")
@@ -139,7 +141,21 @@ class FraudFeatures(BaseEstimator, TransformerMixin):
         return out
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        return self.derive(X)[list(self.features)]
+        """The model's inputs: ``features`` in order. A feature listed n times is n columns (``name``,
+        ``name#2``, ...): an Isolation Forest picks split features uniformly, so it weighs n times."""
+        derived = self.derive(X)
+        columns = {name if k == 1 else f"{name}#{k}": derived[name] for name, k in _numbered(self.features)}
+        return pd.DataFrame(columns, index=derived.index)
+
+
+def _numbered(names: tuple[str, ...]) -> list[tuple[str, int]]:
+    """Each name with its occurrence number (1 for the first)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append((name, seen[name]))
+    return out
 
 
 @dataclass(frozen=True)

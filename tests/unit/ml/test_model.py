@@ -192,3 +192,33 @@ def test_a_model_fitted_with_the_velocity_features_reads_them(settings):
     assert (bursts["fraud_score"] > quiet).mean() > 0.9
     worded = bursts.loc[bursts["fraud_score"] >= new.reasons_min_score, "fraud_reasons"]
     assert len(worded) and all("9 orders by this customer in the 10 minutes before" in r for r in worded)
+
+
+def test_the_model_inputs_are_the_listed_features_in_order_as_derived():
+    """Unique features (every model fitted so far): exactly the derived columns, so a pickled model reads what
+    it was fitted on."""
+    orders = normal_orders(200, seed=3)
+    features = FraudFeatures(FIRST_MODEL_FEATURES).fit(normal_orders())
+    pd.testing.assert_frame_equal(features.transform(orders), features.derive(orders)[list(FIRST_MODEL_FEATURES)])
+
+
+def test_a_feature_listed_twice_is_a_second_column_and_only_the_upper_side_of_the_ratio_counts():
+    orders = normal_orders(200, seed=3)
+    listed = ("log_amount_rel", "log_amount_above_avg", "log_amount_rel", "log_amount_rel")
+    features = FraudFeatures(listed).fit(normal_orders())
+    out = features.transform(orders)
+    assert list(out.columns) == ["log_amount_rel", "log_amount_above_avg", "log_amount_rel#2", "log_amount_rel#3"]
+    pd.testing.assert_series_equal(out["log_amount_rel#3"], out["log_amount_rel"], check_names=False)
+    ratio = features.derive(orders)["log_amount_ratio"]
+    assert (ratio < 0).any() and (ratio > 0).any()
+    pd.testing.assert_series_equal(out["log_amount_above_avg"], ratio.clip(lower=0.0), check_names=False)
+
+
+def test_a_forest_on_repeated_features_fits_scores_and_pickles(settings):
+    fraud = settings.fraud.model_copy(update={"model_features": ["log_amount_rel", "log_amount_rel", "hour_sin"]})
+    scorer = fit_isolation_forest(with_velocity(normal_orders()), fraud)
+    again = pickle.loads(pickle.dumps(scorer))
+    spike = one_order(amount_value=5000.0, amount_to_avg_ratio=100.0)
+    orders = with_velocity(pd.concat([one_order(), spike], ignore_index=True))
+    scores = score_frame(orders, again, "1", 80.0)["fraud_score"]
+    assert scores.iloc[1] > scores.iloc[0]
