@@ -295,7 +295,7 @@ class FraudSettings(_Section):
     n_estimators: int = 200
     max_samples: int = 256
     random_state: int = 42
-    model_features: list[str] | None = None  # derived model inputs (ml.model.DERIVED_FEATURES); None = default set
+    model_features: list[str] | None = None  # derived model inputs (ml.model.DERIVED_FEATURES; a repeat weighs more)
     holdout_fraction: float = 0.2  # newest share of silver (by event_time) held out for evaluation
     min_train_rows: int = 1000
     reasons_min_score: float = 50  # reasons are worded for orders scoring at least this
