@@ -202,9 +202,9 @@ class ScratchStream:
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds used so far by the stream's process tree and by the fast path's."""
-        out = {"stream": tree_cpu_seconds(self.process.pid)}
+        out = {"stream": tree_cpu_seconds(self.process.pid())}
         if self.fast_path is not None:
-            out["fast_path"] = tree_cpu_seconds(self.fast_path.pid)
+            out["fast_path"] = tree_cpu_seconds(self.fast_path.pid())
         return out
 
     def backfill(self, count: int, days: float) -> None:
