@@ -207,6 +207,10 @@ class ScratchStream:
             out["fast_path"] = tree_cpu_seconds(self.fast_path.pid())
         return out
 
+    def cpu_since(self, before: dict[str, float]) -> dict[str, float]:
+        """CPU seconds used since ``before`` (an earlier ``cpu_seconds``), per process tree."""
+        return {k: round(v - before[k], 1) for k, v in self.cpu_seconds().items()}
+
     def backfill(self, count: int, days: float) -> None:
         """``count`` orders of ``days`` of history before now, as ``ecom generate --backfill-days`` sends them;
         the live orders of later ``drive`` calls continue this shop, so its fraud hits customers with history.

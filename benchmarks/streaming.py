@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         poller.start()
         cpu_before = stream.cpu_seconds()
         run = stream.drive(args.latency_rate, args.latency_seconds, on_event=probe.on_event)
-        latency_cpu = {k: round(v - cpu_before[k], 1) for k, v in stream.cpu_seconds().items()}
+        latency_cpu = stream.cpu_since(cpu_before)
         probe.deadline = time.time() + 60
         probe.stop.set()  # keep following what is in flight, for at most a minute
         poller.join()
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
             timer_mid.join()
             timer_end.join()
             achieved = run.transactions / max(run.wall_seconds, 1e-9)
-            cpu = {k: round(v - cpu_before[k], 1) for k, v in stream.cpu_seconds().items()}
+            cpu = stream.cpu_since(cpu_before)
             sent_mid = achieved * args.step_seconds / 2
             sent_end = achieved * (args.step_seconds - 0.5)
             lag_mid = sent_mid - (marks["mid"] - produced_before)

@@ -74,7 +74,7 @@ DERIVED_FEATURES = (
 # only the ratio's upper side is an input (a small order is not suspicious, and its long lower tail took the
 # splits); the country mismatch weighs twice. Day of week carries no signal in the simulated shop, and the hour
 # counts and payment methods let ordinary repeat orders crowd out takeovers at the top of the scores (docs/fraud.md,
-# "Model inputs"), so they are left out; conf `fraud.model_features` chooses others.
+# "Weights" and the velocity ablation), so they are left out; conf `fraud.model_features` chooses others.
 DEFAULT_MODEL_FEATURES = (
     *("log_amount_rel",) * 5,
     *("log_amount_above_avg",) * 2,

@@ -12,8 +12,9 @@ lacks: records this path handled before a restart are folded in again, but only 
 ``max_age_s`` alert, and their rows exist already, so nothing is written twice. A record the micro-batch
 served first (PostgreSQL holds its event at this record's Kafka coordinates) is folded in without an alert:
 the micro-batch's alert is the record's. Orders that cannot alert here (served first, or older than
-``max_age_s``) are folded in without being scored, so a path that fell behind catches up faster. A repeat of an event (this path has seen it, ``seen``, bounded; or
-PostgreSQL holds it from another record) is not folded in again.
+``max_age_s``) are folded in without being scored, so a path that fell behind catches up faster. A repeat
+of an event (this path has seen it, ``seen``, bounded; or PostgreSQL holds it from another record) is not
+folded in again.
 
 I/O is at the edges (consumer, producer, connection), passed in, so tests use the real broker and database.
 """
