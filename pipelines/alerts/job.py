@@ -67,12 +67,16 @@ class Counts:
 class FastPath:
     """The per-order path's state and decisions; ``poll`` handles what one consumer poll brought."""
 
-    def __init__(self, settings: Settings, state: CustomerState, key: bytes, tracker=None, max_age_s: float = 600):
+    def __init__(
+        self, settings: Settings, state: CustomerState, key: bytes, tracker=None, max_age_s: float | None = None
+    ):
         self.settings = settings
         self.state = state
         self.key = key
         self.tracker = tracker if tracker is not None else ChampionTracker(settings)
-        self.max_age = dt.timedelta(seconds=max_age_s)
+        self.max_age = dt.timedelta(
+            seconds=settings.fraud.fast_path_max_age_s if max_age_s is None else max_age_s
+        )  # fmt: skip
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.counts = Counts()
         self._model = None
@@ -230,12 +234,17 @@ def run(
     path: FastPath,
     consumer,
     stop,
-    max_records: int = 500,
+    max_records: int = 2000,
     retry_s: float = 1.0,
     on_poll: Callable[[Counts], None] | None = None,
+    cycle_s: float = 0.0,
 ) -> Counts:
     """Poll, decide, write and commit until ``stop()``; alerts a write could not finish are tried again (a
-    database or broker away) before anything newer is read. ``on_poll(counts)`` after every poll."""
+    database or broker away) before anything newer is read. ``on_poll(counts)`` after every poll.
+
+    ``cycle_s``: a poll that brought records is followed by the next one ``cycle_s`` after it at the earliest.
+    Each cycle has fixed costs (a database lookup and insert, a producer flush, an offset commit, pandas set-up),
+    so under load a longer cycle shares them among more orders, at up to ``cycle_s`` of added alert latency."""
     import psycopg2
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
@@ -257,6 +266,7 @@ def run(
                     pending = pending.iloc[0:0]
                     consumer.commit()
                 before = {tp: consumer.position(tp) for tp in consumer.assignment()}
+                polled_at = time.monotonic()
                 batches = consumer.poll(timeout_ms=100, max_records=max_records)
                 records = [r for part in batches.values() for r in part]
                 if on_poll is not None:
@@ -272,6 +282,7 @@ def run(
                 path.write(conn, producer, pending)
                 pending = pending.iloc[0:0]
                 consumer.commit()
+                time.sleep(max(0.0, cycle_s - (time.monotonic() - polled_at)))
             except (psycopg2.OperationalError, psycopg2.InterfaceError, KafkaError) as exc:
                 log.warning("fast path: %s; trying again in %.1f s", str(exc).strip().splitlines()[0], retry_s)
                 if conn is not None:
@@ -343,6 +354,6 @@ def serve(settings: Settings, stop, partitions: list[int] | None = None, retry_s
     log.info("fast path: reading %s from %s", settings.kafka.transactions_topic, path.start_offsets(sorted(
         tp.partition for tp in consumer.assignment())))  # fmt: skip
     try:
-        return run(settings, path, consumer, stop, on_poll=progress)
+        return run(settings, path, consumer, stop, on_poll=progress, cycle_s=settings.fraud.fast_path_cycle_ms / 1000)
     finally:
         consumer.close()

@@ -89,6 +89,15 @@ def test_orders_the_micro_batch_served_first_are_folded_in_without_an_alert_and_
     assert again.empty and path.counts.repeats == 4
 
 
+def test_the_maximum_age_comes_from_the_settings(shop):
+    settings, model, profiles, _ = shop
+    fraud = settings.fraud.model_copy(update={"fast_path_max_age_s": 30.0})
+    path = job.FastPath(
+        settings.model_copy(update={"fraud": fraud}), CustomerState(dict(profiles)), b"k", Champion(model)
+    )
+    assert path.max_age == dt.timedelta(seconds=30)
+
+
 def test_only_orders_younger_than_the_maximum_age_alert(shop):
     path = fast_path(shop)
     later = NOW + dt.timedelta(seconds=path.max_age.total_seconds() + 60)  # the same records, read much later
