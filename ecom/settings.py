@@ -309,7 +309,7 @@ class FraudSettings(_Section):
     fast_path: bool = False  # `ecom up` and `ecom demo` start `ecom stream alerts` (pipelines/alerts)
     fast_path_max_age_s: float = 600  # the fast path alerts orders younger than this; older ones are the batch's
     fast_path_nice: int = 10  # the fast path's CPU priority (Unix nice): under contention the stream goes first
-    fast_path_cycle_ms: float = 0  # a poll that brought orders starts the next one this long after it at the earliest
+    fast_path_cycle_ms: float = 200  # a poll that brought orders starts the next one this long after it at the earliest
 
 
 class RetentionSettings(_Section):
