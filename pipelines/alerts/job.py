@@ -5,6 +5,8 @@ Each poll (``FastPath.poll``): the records that arrived, checked with silver's r
 features from the customer state and scores with the champion (``step``), then the alerts of fresh orders
 written: ``fraud_alerts`` rows inserted unless the event has one already (whichever path writes first; the
 same ``alert_id``), then those rows' messages sent to ``fraud-alerts``, then the consumer's offsets committed.
+While orders keep coming, polls start ``fraud.fast_path_cycle_ms`` apart, so each cycle's fixed costs serve
+more orders (``run``'s ``cycle_s``).
 
 State: the stream's own (``silver.state.CustomerState``: the profile snapshot plus the silver rows after
 it, and the recent orders rebuilt from silver's last hour), then every order this path takes. On start each partition is read from the first offset the state
