@@ -76,9 +76,7 @@ class FastPath:
         self.state = state
         self.key = key
         self.tracker = tracker if tracker is not None else ChampionTracker(settings)
-        self.max_age = dt.timedelta(
-            seconds=settings.fraud.fast_path_max_age_s if max_age_s is None else max_age_s
-        )  # fmt: skip
+        self.max_age = dt.timedelta(seconds=settings.fraud.fast_path_max_age_s if max_age_s is None else max_age_s)
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.counts = Counts()
         self._model = None
